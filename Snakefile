@@ -1,0 +1,15 @@
+# crossmodal: the whole pipeline as one DAG. Rules wire files together; the `crossmodal`
+# package does the work. See ../README.md and config/README.md.
+
+if not config:  # `--configfile X` replaces the paper settings instead of merging into them
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

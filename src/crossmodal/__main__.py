@@ -1,0 +1,6 @@
+"""Allow ``python -m crossmodal``."""
+
+from crossmodal.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

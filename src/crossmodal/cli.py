@@ -1,0 +1,165 @@
+"""The ``crossmodal`` command line: one subcommand per pipeline stage.
+
+Snakemake rules call these commands; each reads files and writes files, so every stage can be run
+by hand too. Errors that are the user's to fix print one clear line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from crossmodal.errors import CrossmodalError
+
+log = logging.getLogger("crossmodal")
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, configure: Callable[[argparse.ArgumentParser], None]):
+    """Register ``func`` as subcommand ``name`` whose arguments ``configure`` declares."""
+
+    def wrap(func: Callable) -> Callable:
+        COMMANDS[name] = (configure, func)
+        return func
+
+    return wrap
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="file name as listed in the manifest, e.g. val2014.zip")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--dest", required=True, type=Path, help="folder the file lands in")
+    p.add_argument("--mirror", default=None, help="base URL or local folder replacing the URL")
+    p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--timeout", type=float, default=60.0)
+
+
+@command("download", _download_args)
+def _download(a: argparse.Namespace) -> None:
+    """Download one manifest file (resume, verify checksum)."""
+    from crossmodal.data.download import fetch
+    from crossmodal.data.manifest import load_remote, record_first_download
+
+    remote = load_remote(a.manifest, a.name)
+    path, sha = fetch(remote, a.dest, mirror=a.mirror, retries=a.retries, timeout=a.timeout)
+    if record_first_download(a.manifest, remote, sha, path.stat().st_size):
+        log.warning(
+            "%s has no published checksum; recorded sha256 %s in %s (commit it to pin)",
+            a.name,
+            sha,
+            a.manifest.parent,
+        )
+    log.info("verified %s (sha256 %s)", path, sha)
+
+
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", type=Path)
+    p.add_argument("--into", required=True, type=Path)
+    p.add_argument("--done", type=Path, help="marker file written after a full extraction")
+
+
+@command("extract", _extract_args)
+def _extract(a: argparse.Namespace) -> None:
+    """Extract an archive safely (no entry outside the target, nothing half-done)."""
+    from crossmodal.data.extract import safe_extract
+    from crossmodal.io import write_json
+
+    placed = safe_extract(a.archive, a.into)
+    if a.done:
+        write_json(a.done, {"archive": str(a.archive), "placed": [str(p) for p in placed]})
+    log.info("extracted %s into %s", a.archive, a.into)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=200)
+    p.add_argument("--n-val", type=int, default=50)
+    p.add_argument("--image-size", type=int, nargs=2, default=(512, 384))
+    p.add_argument("--done", type=Path)
+
+
+@command("make-demo", _demo_args)
+def _make_demo(a: argparse.Namespace) -> None:
+    """Generate the seeded demo world in COCO / OK-VQA layout."""
+    from crossmodal.data.demo import make_demo_world
+    from crossmodal.io import write_json
+
+    counts = make_demo_world(
+        a.root, seed=a.seed, n_train=a.n_train, n_val=a.n_val, image_size=tuple(a.image_size)
+    )
+    if a.done:
+        write_json(a.done, counts)
+    log.info("demo world in %s: %s", a.root, counts)
+
+
+def _collection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-dir", required=True, type=Path)
+    p.add_argument("--captions", required=True, type=Path, help="COCO captions JSON")
+    p.add_argument("--images-out", required=True, type=Path)
+    p.add_argument("--captions-out", required=True, type=Path)
+
+
+@command("prepare-collection", _collection_args)
+def _prepare_collection(a: argparse.Namespace) -> None:
+    """COCO captions JSON + image folder -> images.parquet, captions.parquet."""
+    from crossmodal.data.prepare import prepare_collection
+
+    n_img, n_cap = prepare_collection(a.image_dir, a.captions, a.images_out, a.captions_out)
+    log.info("%d images, %d captions", n_img, n_cap)
+
+
+def _questions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", required=True, choices=("okvqa", "aokvqa"))
+    p.add_argument("--questions", required=True, type=Path)
+    p.add_argument("--annotations", type=Path, help="OK-VQA annotations JSON")
+    p.add_argument("--out", required=True, type=Path)
+
+
+@command("prepare-questions", _questions_args)
+def _prepare_questions(a: argparse.Namespace) -> None:
+    """OK-VQA or A-OKVQA files -> questions.parquet."""
+    from crossmodal.data.prepare import prepare_aokvqa, prepare_okvqa
+
+    if a.format == "okvqa":
+        if a.annotations is None:
+            raise CrossmodalError("--annotations is required for --format okvqa")
+        n = prepare_okvqa(a.questions, a.annotations, a.out)
+    else:
+        n = prepare_aokvqa(a.questions, a.out)
+    log.info("%d questions -> %s", n, a.out)
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (configure, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=(func.__doc__ or "").strip())
+        configure(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.func(args)
+    except CrossmodalError as exc:
+        print(f"crossmodal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

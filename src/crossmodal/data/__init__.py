@@ -1,0 +1,1 @@
+"""Data layer: downloads, safe extraction, dataset preparation and the demo world."""

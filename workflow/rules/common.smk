@@ -1,0 +1,23 @@
+# Config validation and helpers shared by every rule file.
+import re
+from pathlib import Path
+
+from crossmodal.config import validate_config
+from crossmodal import workflow as wf
+
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+# Jobs run `python -m crossmodal` from this checkout's src/, so a per-rule conda env needs only
+# the dependencies (envs/*.yaml), and every job runs exactly the code of this checkout.
+SRC = Path(workflow.basedir) / "src"
+shell.prefix('export PYTHONPATH="%s${{PYTHONPATH:+:$PYTHONPATH}}"; ' % SRC)
+ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "eval")}
+
+wildcard_constraints:
+    collection="[A-Za-z0-9_]+",
+    dataset="[A-Za-z0-9_]+",
+    split="[A-Za-z0-9_]+",
+
+
+def final_targets():
+    return wf.data_targets(config)
