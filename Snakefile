@@ -7,6 +7,8 @@ if not config:  # `--configfile X` replaces the paper settings instead of mergin
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/index.smk"
 
 
 rule all:

@@ -8,15 +8,28 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO
 
 
 def run_snakemake(workdir, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(workdir / "demo.yaml"), *args],
-        capture_output=True, text=True, cwd=workdir,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "demo.yaml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
     )
 
 

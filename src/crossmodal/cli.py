@@ -137,6 +137,104 @@ def _prepare_questions(a: argparse.Namespace) -> None:
     log.info("%d questions -> %s", n, a.out)
 
 
+# --- features and indexes -------------------------------------------------------------------
+
+
+def _encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder-spec", required=True, help="JSON config entry of the encoder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+
+
+def _encoder(a: argparse.Namespace):
+    import json
+
+    from crossmodal.encoders import build_encoder
+
+    return build_encoder(json.loads(a.encoder_spec), device=a.device, precision=a.precision)
+
+
+def _features_args(p: argparse.ArgumentParser) -> None:
+    _encoder_args(p)
+    p.add_argument("--images", required=True, type=Path, help="images.parquet")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--report", type=Path, help="skip report (default: OUT with .skips.json)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-draft", action="store_true", help="decode JPEGs at full size")
+    p.add_argument("--max-skip-fraction", type=float, default=0.0)
+
+
+@command("extract-features", _features_args)
+def _extract_features(a: argparse.Namespace) -> None:
+    """images.parquet -> L2-normalised image features in Parquet (+ skip report)."""
+    from crossmodal.features import extract_image_features
+
+    extract_image_features(
+        _encoder(a),
+        a.images,
+        a.out,
+        batch_size=a.batch_size,
+        workers=a.workers,
+        draft=not a.no_draft,
+        dtype=a.dtype,
+        max_skip_fraction=a.max_skip_fraction,
+        report_path=a.report,
+    )
+
+
+def _text_features_args(p: argparse.ArgumentParser) -> None:
+    _encoder_args(p)
+    p.add_argument("--table", required=True, type=Path, help="questions or captions Parquet")
+    p.add_argument("--id-column", required=True)
+    p.add_argument("--text-column", required=True)
+    p.add_argument("--out", required=True, type=Path)
+
+
+@command("extract-text-features", _text_features_args)
+def _extract_text_features(a: argparse.Namespace) -> None:
+    """One text column of a table (questions, captions) -> text features in Parquet."""
+    from crossmodal.features import extract_text_features
+
+    n = extract_text_features(
+        _encoder(a),
+        a.table,
+        a.out,
+        id_column=a.id_column,
+        text_column=a.text_column,
+        dtype=a.dtype,
+    )
+    log.info("%d texts encoded -> %s", n, a.out)
+
+
+def _index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--params", default="{}", help="JSON: kind, nlist, nprobe, hnsw_m, ...")
+
+
+@command("build-index", _index_args)
+def _build_index(a: argparse.Namespace) -> None:
+    """Features Parquet -> FAISS index (flat, ivf or hnsw) with ids mapped to image_id."""
+    import json
+
+    from crossmodal.features import read_embeddings
+    from crossmodal.index import IndexParams, build_index, save_index
+    from crossmodal.io import read_provenance
+
+    params = IndexParams(**json.loads(a.params))
+    ids, vectors = read_embeddings(a.features)
+    index = build_index(vectors, ids, params)
+    meta = {
+        "params": params.__dict__,
+        "features": str(a.features),
+        "features_provenance": read_provenance(a.features),
+    }
+    save_index(index, a.out, meta)
+    log.info("%s index of %d vectors -> %s", params.kind, index.ntotal, a.out)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 

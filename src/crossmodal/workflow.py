@@ -94,3 +94,29 @@ def optional_arg(flag: str, value: str | None) -> str:
     import shlex
 
     return f"{flag} {shlex.quote(str(value))}" if value else ""
+
+
+def json_arg(obj: Any) -> str:
+    """Compact, key-sorted JSON for passing a config block on a command line."""
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def encoder_spec_json(config: dict[str, Any], name: str) -> str:
+    try:
+        return json_arg(config["encoders"][name])
+    except KeyError:
+        raise KeyError(f"encoder {name!r} is not configured under 'encoders'") from None
+
+
+def feature_targets(config: dict[str, Any]) -> list[str]:
+    """Image features + index per collection, question features per split, for features.encoder."""
+    enc = config["features"]["encoder"]
+    out = []
+    for coll in collections_for(config["datasets"]):
+        out += [f"{RESULTS}/features/{coll}/{enc}.parquet", f"{RESULTS}/index/{coll}/{enc}.faiss"]
+    for name in config["datasets"]:
+        for split in dataset(name).splits:
+            out.append(f"{RESULTS}/features/{name}/{split}/questions.{enc}.parquet")
+    return out

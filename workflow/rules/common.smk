@@ -13,11 +13,19 @@ SRC = Path(workflow.basedir) / "src"
 shell.prefix('export PYTHONPATH="%s${{PYTHONPATH:+:$PYTHONPATH}}"; ' % SRC)
 ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "eval")}
 
+
+if config["features"].get("encoder") not in config["encoders"]:
+    raise ValueError(
+        f"features.encoder: {config['features'].get('encoder')!r} is not one of the "
+        f"configured encoders {sorted(config['encoders'])}"
+    )
+
 wildcard_constraints:
     collection="[A-Za-z0-9_]+",
     dataset="[A-Za-z0-9_]+",
     split="[A-Za-z0-9_]+",
+    encoder="|".join(map(re.escape, config["encoders"])) or "(?!)",
 
 
 def final_targets():
-    return wf.data_targets(config)
+    return wf.data_targets(config) + wf.feature_targets(config)

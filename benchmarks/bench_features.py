@@ -1,0 +1,142 @@
+"""Feature extraction throughput, decode ceiling, memory scaling and JPEG draft effect.
+
+Baseline: a faithful re-creation of the seed's loop (open each image with PIL, preprocess,
+stack a batch of 256, encode, keep everything in memory, one process), on the same images with
+the same tiny model. Ratios are taken within one run on one machine.
+
+    python benchmarks/bench_features.py --n 2000 --rss 1000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, make_images  # noqa: E402
+
+from crossmodal.encoders import build_encoder  # noqa: E402
+from crossmodal.features import (  # noqa: E402
+    _collate,
+    _ImageFiles,
+    extract_image_features,
+    read_embeddings,  # noqa: E402
+)
+
+TINY = {"backend": "tiny", "seed": 0}
+
+
+def seed_loop(encoder, paths: list[str]) -> np.ndarray:
+    feats, batch = [], []
+    for p in paths:
+        batch.append(encoder.preprocess(Image.open(p)))
+        if len(batch) == 256:
+            feats.append(encoder.encode_pixels(torch.stack(batch)))
+            batch = []
+    if batch:
+        feats.append(encoder.encode_pixels(torch.stack(batch)))
+    return np.concatenate(feats)
+
+
+def decode_ceiling(encoder, paths: list[str], workers: int, draft: bool) -> float:
+    ds = _ImageFiles(paths, encoder.preprocess, encoder.image_size if draft else None)
+    loader = DataLoader(
+        ds,
+        batch_size=256,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if workers else None,
+    )
+    t = time.perf_counter()
+    for _ in loader:
+        pass
+    return len(paths) / (time.perf_counter() - t)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def rss_child(table: str, workers: int) -> None:
+    enc = build_encoder(TINY, device="cpu")
+    with tempfile.TemporaryDirectory() as d:
+        extract_image_features(enc, table, Path(d) / "f.parquet", batch_size=256, workers=workers)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"self_mb": own / 1024, "worker_max_mb": kids / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rss", type=int, nargs="*", default=[1000, 10000])
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cm-bench")
+    ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.rss_child:
+        rss_child(a.rss_child[0], int(a.rss_child[1]))
+        return
+    torch.set_num_threads(a.workers)
+    table = make_images(a.cache / f"n{a.n}", a.n)
+    paths = pq.read_table(table).column("path").to_pylist()
+    enc = build_encoder(TINY, device="cpu")
+    seed_loop(enc, paths[:256])  # warm up
+    t_seed = timed(lambda: seed_loop(enc, paths))
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "f.parquet"
+        t_ours = timed(
+            lambda: extract_image_features(
+                enc, table, out, batch_size=256, workers=a.workers, draft=True
+            )
+        )
+        t_full = timed(
+            lambda: extract_image_features(
+                enc, table, Path(d) / "full.parquet", batch_size=256, workers=a.workers, draft=False
+            )
+        )
+        _, draft_emb = read_embeddings(out)
+        _, full_emb = read_embeddings(Path(d) / "full.parquet")
+    cos = (draft_emb * full_emb).sum(axis=1)
+    ceiling = decode_ceiling(enc, paths, a.workers, draft=True)
+    res = {
+        "machine": machine(),
+        "images": a.n,
+        "seed_loop_img_s": a.n / t_seed,
+        "ours_img_s": a.n / t_ours,
+        "speedup_vs_seed": t_seed / t_ours,
+        "ours_no_draft_img_s": a.n / t_full,
+        "decode_ceiling_img_s": ceiling,
+        "pct_of_ceiling": 100 * (a.n / t_ours) / ceiling,
+        "draft_time_saved_pct": 100 * (1 - t_ours / t_full),
+        "draft_cosine_mean": float(cos.mean()),
+        "draft_cosine_min": float(cos.min()),
+    }
+    for n in a.rss:
+        t = make_images(a.cache / f"n{n}", n)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(t), str(a.workers)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res[f"peak_rss_{n}"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

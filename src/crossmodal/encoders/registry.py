@@ -1,0 +1,134 @@
+"""Build a :class:`ClipEncoder` from a config entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import torch
+
+from crossmodal.encoders.base import ClipEncoder, resolve_device
+from crossmodal.errors import CrossmodalError
+
+TINY_MODEL = "crossmodal-tiny"
+
+
+def _open_clip_encoder(
+    model_name: str, pretrained: str | None, spec: dict, device: torch.device, precision: str
+) -> ClipEncoder:
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, pretrained=pretrained, device=device
+    )
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else int(size)
+
+    def text_fn(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(tokenizer(texts).to(device))
+
+    dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") else None
+    if dim is None:
+        with torch.inference_mode():
+            dim = int(text_fn(["a"]).shape[-1])
+    return ClipEncoder(
+        image_fn=model.encode_image,
+        text_fn=text_fn,
+        preprocess=preprocess,
+        image_size=size,
+        dim=dim,
+        device=device,
+        spec=spec,
+        precision=precision,
+    )
+
+
+def build_open_clip(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
+    """``model`` (open_clip name) + ``pretrained`` (tag like ``openai`` or a checkpoint path)."""
+    return _open_clip_encoder(spec["model"], spec.get("pretrained"), spec, device, precision)
+
+
+def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
+    """A seeded random-weight open_clip model from the config shipped in the package."""
+    import open_clip
+
+    config = resources.files("crossmodal.encoders") / "configs" / f"{TINY_MODEL}.json"
+    with resources.as_file(config) as path:
+        open_clip.add_model_config(path)
+    seed = int(spec.get("seed", 0))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return _open_clip_encoder(TINY_MODEL, None, spec, device, precision)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
+    """A transformers CLIP (hub id or local folder) with its own image processor's settings."""
+    from torchvision import transforms as T
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    model_id = spec["model"]
+    model = CLIPModel.from_pretrained(model_id, revision=spec.get("revision")).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=spec.get("revision"))
+    proc = CLIPImageProcessor.from_pretrained(model_id, revision=spec.get("revision"))
+    short = proc.size.get("shortest_edge", proc.size.get("height"))
+    crop = proc.crop_size.get("height", short)
+    preprocess = T.Compose(
+        [
+            T.Resize(short, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(crop),
+            T.Lambda(lambda im: im.convert("RGB")),
+            T.ToTensor(),
+            T.Normalize(proc.image_mean, proc.image_std),
+        ]
+    )
+
+    def image_fn(pixels: torch.Tensor) -> torch.Tensor:
+        out = model.get_image_features(pixel_values=pixels)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def text_fn(texts: list[str]) -> torch.Tensor:
+        max_len = model.config.text_config.max_position_embeddings
+        tok = tokenizer(
+            texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        ).to(device)
+        out = model.get_text_features(**tok)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    return ClipEncoder(
+        image_fn=image_fn,
+        text_fn=text_fn,
+        preprocess=preprocess,
+        image_size=int(crop),
+        dim=int(model.config.projection_dim),
+        device=device,
+        spec=spec,
+        precision=precision,
+    )
+
+
+BACKENDS: dict[str, Callable[[dict, torch.device, str], ClipEncoder]] = {
+    "open_clip": build_open_clip,
+    "hf": build_hf,
+    "tiny": build_tiny,
+}
+
+
+def build_encoder(
+    spec: dict[str, Any], device: str = "auto", precision: str = "auto"
+) -> ClipEncoder:
+    """Build the encoder a config entry describes; ``precision=auto`` is fp16 on GPU, else fp32."""
+    backend = spec.get("backend")
+    if backend not in BACKENDS:
+        raise CrossmodalError(
+            f"encoder backend {backend!r} unknown; choose one of {sorted(BACKENDS)}"
+        )
+    dev = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if dev.type == "cuda" else "fp32"
+    return BACKENDS[backend](spec, dev, precision)

@@ -1,0 +1,245 @@
+"""Feature extraction: schema, provenance, determinism, bad-image accounting, encoders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from importlib import resources
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from crossmodal.data.prepare import IMAGES_SCHEMA
+from crossmodal.encoders import build_encoder
+from crossmodal.features import (
+    TooManySkipsError,
+    extract_image_features,
+    extract_text_features,
+    read_embeddings,
+)
+from crossmodal.io import read_provenance
+
+TINY = {"backend": "tiny", "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_encoder(TINY, device="cpu")
+
+
+def write_images_table(path, rows):
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": [r[0] for r in rows],
+                "path": [str(r[1]) for r in rows],
+                "width": [0] * len(rows),
+                "height": [0] * len(rows),
+            },
+            schema=IMAGES_SCHEMA,
+        ),
+        path,
+    )
+
+
+@pytest.fixture
+def good_images(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(7):
+        arr = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)  # COCO-sized
+        p = tmp_path / f"img{i}.jpg"
+        Image.fromarray(arr).save(p, quality=85)
+        rows.append((100 + i, p))
+    table = tmp_path / "images.parquet"
+    write_images_table(table, rows)
+    return table, rows
+
+
+def test_schema_provenance_and_normalisation(tiny, good_images, tmp_path):
+    table, rows = good_images
+    out = tmp_path / "f.parquet"
+    report = extract_image_features(tiny, table, out, batch_size=3, workers=0, dtype="float16")
+    schema = pq.read_schema(out)
+    assert schema.field("image_id").type == pa.int64()
+    assert schema.field("embedding").type == pa.list_(pa.float16(), 64)
+    prov = read_provenance(out)
+    assert prov["encoder"] == TINY and prov["dtype"] == "float16" and prov["jpeg_draft"] is True
+    assert "Resize" in prov["preprocess"] and prov["package_version"]
+    ids, emb = read_embeddings(out)
+    assert ids.tolist() == [r[0] for r in rows]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=2e-3)
+    assert report.encoded == 7 and report.skipped == []
+
+
+def test_matches_direct_encoding_and_row_groups_stream(tiny, good_images, tmp_path):
+    table, rows = good_images
+    out = tmp_path / "f.parquet"
+    extract_image_features(tiny, table, out, batch_size=2, workers=2, draft=False, rows_per_group=2)
+    _, emb = read_embeddings(out)
+    direct = tiny.encode_images([str(r[1]) for r in rows])
+    np.testing.assert_allclose(emb, direct, atol=1e-5)
+    assert pq.ParquetFile(out).num_row_groups == 4  # 7 rows written as they came, 2 per group
+
+
+def test_two_runs_give_identical_bytes(tiny, good_images, tmp_path):
+    table, _ = good_images
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    extract_image_features(tiny, table, a, batch_size=4, workers=2)
+    extract_image_features(build_encoder(TINY, device="cpu"), table, b, batch_size=4, workers=2)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_draft_decoding_is_close_to_full_decoding(tiny, good_images, tmp_path):
+    table, _ = good_images
+    extract_image_features(tiny, table, tmp_path / "d.parquet", workers=0, draft=True)
+    extract_image_features(tiny, table, tmp_path / "f.parquet", workers=0, draft=False)
+    _, d = read_embeddings(tmp_path / "d.parquet")
+    _, f = read_embeddings(tmp_path / "f.parquet")
+    cos = (d * f).sum(axis=1)
+    assert (cos > 0.9).all() and not np.array_equal(d, f)  # draft really changed the pixels
+
+
+@pytest.fixture
+def bad_images(tmp_path):
+    rng = np.random.default_rng(1)
+    ok = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    ok.save(tmp_path / "ok.jpg")
+    jpeg = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 50)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    ok.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    ok.convert("L").save(tmp_path / "gray.jpg")
+    Image.new("RGBA", (40, 30), (255, 0, 0, 128)).save(tmp_path / "alpha.png")
+    names = [
+        "ok.jpg",
+        "truncated.jpg",
+        "corrupt.jpg",
+        "empty.jpg",
+        "cmyk.jpg",
+        "gray.jpg",
+        "alpha.png",
+        "missing.jpg",
+    ]
+    table = tmp_path / "images.parquet"
+    write_images_table(table, [(i, tmp_path / n) for i, n in enumerate(names)])
+    return table
+
+
+def test_bad_images_are_counted_not_dropped(tiny, bad_images, tmp_path):
+    out = tmp_path / "f.parquet"
+    report = extract_image_features(
+        tiny, bad_images, out, batch_size=3, workers=2, max_skip_fraction=0.5
+    )
+    ids, _ = read_embeddings(out)
+    assert ids.tolist() == [0, 4, 5, 6]  # ok, CMYK, grayscale, RGBA converted like CLIP does
+    saved = json.loads(out.with_suffix(".skips.json").read_text())
+    reasons = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in saved["skipped"]}
+    assert set(reasons) == {"truncated.jpg", "corrupt.jpg", "empty.jpg", "missing.jpg"}
+    assert reasons["missing.jpg"] == "missing file" and reasons["empty.jpg"] == "empty file"
+    assert saved["total"] == 8 and saved["encoded"] == 4 and saved["skipped_count"] == 4
+    assert saved["converted_modes"] == {"CMYK": 1, "L": 1, "RGBA": 1}
+    assert report.encoded + len(report.skipped) == report.total
+
+
+def test_skip_ceiling_fails_naming_the_files(tiny, bad_images, tmp_path):
+    out = tmp_path / "f.parquet"
+    with pytest.raises(TooManySkipsError) as info:
+        extract_image_features(tiny, bad_images, out, workers=0, max_skip_fraction=0.1)
+    msg = str(info.value)
+    assert "4 of 8 images" in msg and "truncated.jpg" in msg and "missing.jpg" in msg
+    assert not out.exists()  # no output that Snakemake could take for finished
+    assert out.with_suffix(".skips.json").exists()  # but the report is kept for the user
+
+
+def test_text_features_keep_ids_and_order(tiny, tmp_path):
+    texts = ["a red circle", "two blue squares", "", "a yellow triangle on the left"]
+    pq.write_table(pa.table({"question_id": [9, 3, 7, 1], "question": texts}), tmp_path / "q.pq")
+    out = tmp_path / "t.parquet"
+    extract_text_features(
+        tiny, tmp_path / "q.pq", out, id_column="question_id", text_column="question", chunk=3
+    )
+    ids, emb = read_embeddings(out, "question_id")
+    assert ids.tolist() == [9, 3, 7, 1]
+    np.testing.assert_allclose(emb, tiny.encode_texts(texts), atol=1e-6)
+
+
+def test_open_clip_backend_loads_a_local_checkpoint(tiny, tmp_path):
+    """The real open_clip path: model name + pretrained checkpoint file."""
+    import open_clip
+
+    model = open_clip.create_model("crossmodal-tiny")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), ckpt)
+    enc = build_encoder(
+        {"backend": "open_clip", "model": "crossmodal-tiny", "pretrained": str(ckpt)}, device="cpu"
+    )
+    ref = model.eval()
+    with torch.no_grad():
+        tok = open_clip.get_tokenizer("crossmodal-tiny")(["a red circle"])
+        expect = ref.encode_text(tok)
+    expect = (expect / expect.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(enc.encode_texts(["a red circle"]), expect, atol=1e-5)
+
+
+def _clip_tokenizer_files(folder):
+    """vocab.json + merges.txt in CLIP's layout, derived from open_clip's shipped BPE file."""
+    from open_clip.tokenizer import bytes_to_unicode
+
+    bpe = resources.files("open_clip") / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(bpe) as fh:
+        merges = fh.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
+
+
+def test_hf_backend_loads_a_local_folder(tmp_path):
+    """The real transformers path: CLIPModel + tokenizer + image processor from a folder."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "vocab_size": 49408,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=24,
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    _clip_tokenizer_files(tmp_path)
+    CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(
+        tmp_path
+    )
+    CLIPImageProcessor(
+        size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}
+    ).save_pretrained(tmp_path)
+    enc = build_encoder({"backend": "hf", "model": str(tmp_path)}, device="cpu")
+    assert enc.dim == 24 and enc.image_size == 64
+    img = tmp_path / "x.jpg"
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(img)
+    a = enc.encode_images([str(img), str(img)])
+    t = enc.encode_texts(["a red image", "a blue image"])
+    assert a.shape == (2, 24) and t.shape == (2, 24)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(t[0], t[1])

@@ -1,0 +1,18 @@
+# FAISS indexes over image features.
+
+
+rule build_index:
+    input:
+        "results/features/{collection}/{encoder}.parquet",
+    output:
+        index="results/index/{collection}/{encoder}.faiss",
+        meta="results/index/{collection}/{encoder}.json",
+    params:
+        index=lambda w: wf.json_arg(config["index"]),
+    conda:
+        ENV["clip"]
+    log:
+        "results/logs/build_index/{collection}_{encoder}.log",
+    shell:
+        "python -m crossmodal build-index --features {input} --out {output.index} "
+        "--params {params.index:q} 2> {log}"
