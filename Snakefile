@@ -9,6 +9,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/index.smk"
+include: "workflow/rules/describe.smk"
+include: "workflow/rules/vqa.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

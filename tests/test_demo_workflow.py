@@ -55,6 +55,28 @@ def test_demo_data_tables(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_produces_the_accuracy_summary(demo_run):
+    import json
+
+    import yaml
+
+    config = yaml.safe_load((demo_run / "demo.yaml").read_text())
+    summary = json.loads((demo_run / "results/demo/acc.json").read_text())
+    assert "random-weight" in summary["title"]
+    runs = summary["runs"]
+    n_loops = config["describe"]["n_descriptions"]
+    assert len(runs) == len(config["describe"]["methods"]) * n_loops
+    assert {r["method"] for r in runs} == {"base", "recod", "recod_img"}
+    assert sorted({r["loop"] for r in runs}) == list(range(1, n_loops + 1))
+    val_questions = pq.read_table(demo_run / "results/data/demo/val/questions.parquet").num_rows
+    assert all(r["n_questions"] == val_questions and 0 <= r["accuracy"] <= 100 for r in runs)
+    assert len({r["config_hash"] for r in runs}) == 3  # one per method
+    assert (demo_run / "results/demo/acc.png").read_bytes()[:4] == b"\x89PNG"
+    recod = pq.read_table(demo_run / "results/demo/val/descriptions/tiny_llava/recod.parquet")
+    assert recod.num_rows == 50 * n_loops  # every val image, base + loops
+
+
+@pytest.mark.slow
 def test_second_run_has_nothing_to_do(demo_run):
     proc = run_snakemake(demo_run, "-n")
     assert proc.returncode == 0

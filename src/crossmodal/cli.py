@@ -235,6 +235,181 @@ def _build_index(a: argparse.Namespace) -> None:
     log.info("%s index of %d vectors -> %s", params.kind, index.ntotal, a.out)
 
 
+# --- descriptions (ReCoD) --------------------------------------------------------------------
+
+
+def _describe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vlm-spec", required=True, help="JSON config entry of the VLM")
+    p.add_argument("--settings", required=True, help="JSON: method, n_descriptions, ...")
+    p.add_argument("--images", required=True, type=Path, help="target collection images.parquet")
+    p.add_argument("--questions", type=Path, help="describe only images these questions ask about")
+    p.add_argument("--limit", type=int, default=None, help="first N target images only")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--journal", required=True, type=Path)
+    p.add_argument("--ledger", required=True, type=Path)
+    p.add_argument("--export", type=Path, help="reference-code JSON layout")
+    p.add_argument("--encoder-spec", help="JSON encoder entry (ReCoD retrieval)")
+    p.add_argument("--index", type=Path, help="FAISS index of the retrieval collection")
+    p.add_argument("--retrieval-images", type=Path)
+    p.add_argument("--retrieval-captions", type=Path)
+    p.add_argument("--chunk", type=int, default=64, help="requests journalled per chunk")
+
+
+@command("describe", _describe_args)
+def _describe(a: argparse.Namespace) -> None:
+    """Image descriptions with or without ReCoD (base, recod, recod_img), journalled."""
+    import json
+
+    from crossmodal.recod.loop import DescribeSettings
+    from crossmodal.recod.stage import run_describe, target_images
+
+    settings = DescribeSettings(**json.loads(a.settings))
+    retrieval = None
+    if settings.method != "base":
+        retrieval = {
+            "encoder_spec": json.loads(a.encoder_spec),
+            "index": a.index,
+            "images": a.retrieval_images,
+            "captions": a.retrieval_captions,
+        }
+    rows = run_describe(
+        vlm_spec=json.loads(a.vlm_spec),
+        settings=settings,
+        targets=target_images(a.images, a.questions, a.limit),
+        out=a.out,
+        journal_path=a.journal,
+        ledger_path=a.ledger,
+        export_path=a.export,
+        retrieval=retrieval,
+        chunk=a.chunk,
+    )
+    log.info("%d descriptions -> %s", len(rows), a.out)
+
+
+def _tiny_vlm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="folder for the model")
+    p.add_argument("--arch", default="llava", choices=("llava", "qwen2_vl"))
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("make-tiny-vlm", _tiny_vlm_args)
+def _make_tiny_vlm(a: argparse.Namespace) -> None:
+    """Build a tiny random-weight VLM folder (tests and the demo; its text is noise)."""
+    from crossmodal.generation import tiny
+
+    builder = tiny.build_tiny_llava if a.arch == "llava" else tiny.build_tiny_qwen2_vl
+    builder(a.out, seed=a.seed)
+    log.info("tiny %s model in %s", a.arch, a.out)
+
+
+# --- VQA ------------------------------------------------------------------------------------
+
+
+def _pica_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm-spec", required=True, help="JSON config entry of the LLM")
+    p.add_argument("--settings", required=True, help="JSON: n_shot, n_ensemble, max_tokens, join")
+    p.add_argument("--format", required=True, choices=("okvqa", "aokvqa"))
+    for name in (
+        "val-questions",
+        "train-questions",
+        "val-question-features",
+        "train-question-features",
+        "val-image-features",
+        "train-image-features",
+        "val-descriptions",
+        "train-descriptions",
+        "journal",
+        "ledger",
+    ):
+        p.add_argument(f"--{name}", required=True, type=Path)
+    p.add_argument("--loops", required=True, type=int, nargs="+")
+    p.add_argument("--out", required=True, type=Path, nargs="+", help="one file per loop")
+
+
+@command("pica", _pica_args)
+def _pica(a: argparse.Namespace) -> None:
+    """PICa answers for every loop (context = first k descriptions), official formats."""
+    import json
+
+    from crossmodal.vqa.pica import PicaSettings
+    from crossmodal.vqa.stage import run_pica
+
+    run_pica(
+        llm_spec=json.loads(a.llm_spec),
+        settings=PicaSettings(**json.loads(a.settings)),
+        dataset_format=a.format,
+        val_questions=a.val_questions,
+        train_questions=a.train_questions,
+        val_question_features=a.val_question_features,
+        train_question_features=a.train_question_features,
+        val_image_features=a.val_image_features,
+        train_image_features=a.train_image_features,
+        val_descriptions=a.val_descriptions,
+        train_descriptions=a.train_descriptions,
+        loops=a.loops,
+        outputs=a.out,
+        journal_path=a.journal,
+        ledger_path=a.ledger,
+    )
+
+
+def _vqa_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions", required=True, type=Path)
+    p.add_argument("--annotations", required=True, type=Path)
+    p.add_argument("--predictions", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+
+
+@command("vqa-eval", _vqa_eval_args)
+def _vqa_eval(a: argparse.Namespace) -> None:
+    """Official VQA accuracy (GT-Vision-Lab vqaEval.py, quirks included)."""
+    from crossmodal.io import write_json
+    from crossmodal.vqa.vqa_eval import evaluate_files
+
+    result = evaluate_files(a.questions, a.annotations, a.predictions)
+    write_json(a.out, result)
+    log.info("overall accuracy %.4f on %d questions", result["overall"], result["n_questions"])
+
+
+def _aokvqa_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, type=Path, help="aokvqa_v1p0_SPLIT.json")
+    p.add_argument("--predictions", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+
+
+@command("aokvqa-eval", _aokvqa_eval_args)
+def _aokvqa_eval(a: argparse.Namespace) -> None:
+    """A-OKVQA direct-answer and multiple-choice accuracy (allenai/aokvqa rules)."""
+    from crossmodal.io import write_json
+    from crossmodal.vqa.aokvqa_eval import evaluate_files
+
+    result = evaluate_files(a.dataset, a.predictions)
+    write_json(a.out, result)
+    log.info("DA %.2f MC %.2f", result["direct_answer"], result["multiple_choice"])
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs",
+        required=True,
+        help="JSON list: dataset, vlm, method, loop, llm, score, config_hash",
+    )
+    p.add_argument("--title", required=True)
+    p.add_argument("--out-json", required=True, type=Path)
+    p.add_argument("--out-png", required=True, type=Path)
+
+
+@command("summarize", _summary_args)
+def _summarize(a: argparse.Namespace) -> None:
+    """Collect every run's score into acc.json and plot accuracy against loop in acc.png."""
+    import json
+
+    from crossmodal.summary import summarize
+
+    runs = json.loads(Path(a.runs).read_text()) if a.runs.endswith(".json") else json.loads(a.runs)
+    summarize(runs, a.out_json, a.out_png, a.title)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 

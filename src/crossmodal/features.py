@@ -59,8 +59,11 @@ def read_embeddings(path: str | Path, id_field: str = "image_id") -> tuple[np.nd
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: list[str], preprocess, draft_size: int | None):
+    """Decode + PIL preprocessing in workers; uint8 HWC out when the transform splits."""
+
+    def __init__(self, paths: list[str], preprocess, draft_size: int | None, pil_transform=None):
         self.paths, self.preprocess, self.draft_size = paths, preprocess, draft_size
+        self.pil_transform = pil_transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,6 +72,9 @@ class _ImageFiles(Dataset):
         res = load_image(self.paths[i], self.draft_size)
         if res.error is not None:
             return i, None, res.original_mode, res.error
+        if self.pil_transform is not None:
+            pixels = torch.from_numpy(np.array(self.pil_transform(res.image), dtype=np.uint8))
+            return i, pixels, res.original_mode, None
         return i, self.preprocess(res.image), res.original_mode, None
 
 
@@ -119,7 +125,7 @@ def extract_image_features(
     paths = images.column("path").to_pylist()
     draft_size = encoder.image_size if draft else None
     loader = DataLoader(
-        _ImageFiles(paths, encoder.preprocess, draft_size),
+        _ImageFiles(paths, encoder.preprocess, draft_size, encoder.pil_transform),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
@@ -137,6 +143,31 @@ def extract_image_features(
             "source": str(images_parquet),
         },
     )
+    # On the CPU, leave the cores to the decode workers: one intra-op thread for the model
+    # avoids oversubscription (measured in benchmarks/RESULTS.md).
+    threads_before = torch.get_num_threads()
+    if encoder.device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        return _extract(
+            encoder,
+            loader,
+            schema,
+            ids,
+            paths,
+            out,
+            report_path,
+            max_skip_fraction,
+            rows_per_group,
+            dtype,
+        )
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _extract(
+    encoder, loader, schema, ids, paths, out, report_path, max_skip_fraction, rows_per_group, dtype
+) -> ExtractReport:
     skipped: list[dict[str, Any]] = []
     modes: Counter[str] = Counter()
     encoded = 0

@@ -120,3 +120,155 @@ def feature_targets(config: dict[str, Any]) -> list[str]:
         for split in dataset(name).splits:
             out.append(f"{RESULTS}/features/{name}/{split}/questions.{enc}.parquet")
     return out
+
+
+GENERATION_KEYS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "system_prompt",
+    "image_labels",
+    "min_sentence_words",
+)
+
+
+def describe_settings(config: dict[str, Any], vlm: str, method: str, split: str) -> dict:
+    """DescribeSettings for one (vlm, method, split): the VLM's sampling + the describe block."""
+    spec = config["vlms"][vlm]
+    d = config["describe"]
+    settings = {k: spec[k] for k in GENERATION_KEYS if k in spec}
+    settings.update(
+        method=method,
+        n_descriptions=d["train_descriptions"] if split == "train" else d["n_descriptions"],
+        seed=d["seed"],
+        n_reference_captions=d["n_reference_captions"],
+        reuse_first_references=d["reuse_first_references"],
+    )
+    return settings
+
+
+def generator_spec(config: dict[str, Any], vlm: str) -> dict:
+    """The backend part of a VLM entry (sampling settings travel in the describe settings)."""
+    return {k: v for k, v in config["vlms"][vlm].items() if k not in GENERATION_KEYS}
+
+
+def retrieval_collection(name: str) -> str:
+    """ReCoD retrieves from the dataset's training image collection (COCO train)."""
+    return dataset(name).splits["train"].collection
+
+
+def describe_inputs(config: dict[str, Any], ds: str, split: str, vlm: str, method: str) -> dict:
+    coll = dataset(ds).splits[split].collection
+    inputs = {
+        "images": f"{RESULTS}/data/{coll}/images.parquet",
+        "questions": f"{RESULTS}/data/{ds}/{split}/questions.parquet",
+    }
+    spec = config["vlms"][vlm]
+    if spec.get("tiny"):
+        inputs["model"] = f"{spec['model']}/config.json"
+    if method != "base":
+        rc, enc = retrieval_collection(ds), config["features"]["encoder"]
+        inputs.update(
+            index=f"{RESULTS}/index/{rc}/{enc}.faiss",
+            retrieval_images=f"{RESULTS}/data/{rc}/images.parquet",
+            retrieval_captions=f"{RESULTS}/data/{rc}/captions.parquet",
+        )
+    return inputs
+
+
+def tiny_vlm_arch(config: dict[str, Any], folder: str) -> str:
+    for spec in [*config["vlms"].values(), *config["llms"].values()]:
+        if spec.get("tiny") and spec["model"].rstrip("/") == folder:
+            return spec["tiny"]
+    raise KeyError(f"no tiny VLM is configured with model folder {folder!r}")
+
+
+def description_targets(config: dict[str, Any]) -> list[str]:
+    """Descriptions the summary needs: every method on the evaluation split, base on train."""
+    out = []
+    for ds in config["datasets"]:
+        for vlm in config["describe"]["vlms"]:
+            for method in config["describe"]["methods"]:
+                out.append(f"{RESULTS}/{ds}/val/descriptions/{vlm}/{method}.parquet")
+            out.append(f"{RESULTS}/{ds}/train/descriptions/{vlm}/base.parquet")
+    return sorted(set(out))
+
+
+def pica_loops(config: dict[str, Any]) -> list[int]:
+    return config["pica"]["loops"] or list(range(1, config["describe"]["n_descriptions"] + 1))
+
+
+def model_inputs(config: dict[str, Any], section: str, name: str) -> list[str]:
+    spec = config[section][name]
+    return [f"{spec['model']}/config.json"] if spec.get("tiny") else []
+
+
+def pica_inputs(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str) -> dict:
+    enc = config["features"]["encoder"]
+    d = dataset(ds)
+    vc, tc = d.splits["val"].collection, d.splits["train"].collection
+    base = f"{RESULTS}/{ds}"
+    inputs = {
+        "val_questions": f"{RESULTS}/data/{ds}/val/questions.parquet",
+        "train_questions": f"{RESULTS}/data/{ds}/train/questions.parquet",
+        "val_question_features": f"{RESULTS}/features/{ds}/val/questions.{enc}.parquet",
+        "train_question_features": f"{RESULTS}/features/{ds}/train/questions.{enc}.parquet",
+        "val_image_features": f"{RESULTS}/features/{vc}/{enc}.parquet",
+        "train_image_features": f"{RESULTS}/features/{tc}/{enc}.parquet",
+        "val_descriptions": f"{base}/val/descriptions/{vlm}/{method}.parquet",
+        "train_descriptions": f"{base}/train/descriptions/{vlm}/base.parquet",
+    }
+    models = model_inputs(config, "llms", llm)
+    if models:
+        inputs["model"] = models[0]
+    return inputs
+
+
+def config_hash(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str) -> str:
+    """Hash of every setting that shapes one (dataset, vlm, method, llm) result."""
+    import hashlib
+
+    relevant = {
+        "dataset": ds,
+        "method": method,
+        "encoder": config["encoders"][config["features"]["encoder"]],
+        "features": config["features"],
+        "index": config["index"],
+        "vlm": config["vlms"][vlm],
+        "describe": config["describe"],
+        "llm": config["llms"][llm],
+        "pica": config["pica"],
+        "demo": config["demo"],
+    }
+    return hashlib.sha256(json_arg(relevant).encode()).hexdigest()[:16]
+
+
+def score_runs(config: dict[str, Any], ds: str) -> list[dict[str, Any]]:
+    runs = []
+    for vlm in config["describe"]["vlms"]:
+        for method in config["describe"]["methods"]:
+            for llm in config["pica"]["llms"]:
+                h = config_hash(config, ds, vlm, method, llm)
+                for k in pica_loops(config):
+                    runs.append(
+                        {
+                            "dataset": ds,
+                            "vlm": vlm,
+                            "method": method,
+                            "loop": k,
+                            "llm": llm,
+                            "config_hash": h,
+                            "score": f"{RESULTS}/{ds}/val/scores/{vlm}/{method}/loop{k}/{llm}.json",
+                        }
+                    )
+    return runs
+
+
+def summary_targets(config: dict[str, Any]) -> list[str]:
+    return [f"{RESULTS}/{ds}/acc.json" for ds in config["datasets"]]
+
+
+def official_files(ds: str) -> dict[str, str]:
+    """The raw official question/annotation files of a dataset's val split (for scoring)."""
+    paths = question_paths(ds, "val")
+    return {"questions": paths["questions"], "annotations": paths["annotations"]}

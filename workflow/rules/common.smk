@@ -11,7 +11,7 @@ validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 # the dependencies (envs/*.yaml), and every job runs exactly the code of this checkout.
 SRC = Path(workflow.basedir) / "src"
 shell.prefix('export PYTHONPATH="%s${{PYTHONPATH:+:$PYTHONPATH}}"; ' % SRC)
-ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "eval")}
+ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "vllm", "eval")}
 
 
 if config["features"].get("encoder") not in config["encoders"]:
@@ -25,7 +25,10 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     split="[A-Za-z0-9_]+",
     encoder="|".join(map(re.escape, config["encoders"])) or "(?!)",
+    vlm="|".join(map(re.escape, config["vlms"])) or "(?!)",
+    llm="|".join(map(re.escape, config["llms"])) or "(?!)",
+    k="[0-9]+",
 
 
 def final_targets():
-    return wf.data_targets(config) + wf.feature_targets(config)
+    return wf.summary_targets(config)

@@ -12,6 +12,28 @@ import torch
 from PIL import Image
 
 
+def split_preprocess(preprocess) -> tuple[Callable, tuple[float, ...], tuple[float, ...]] | None:
+    """Split a CLIP Compose into its PIL part and the (mean, std) of its final Normalize.
+
+    Workers then run only the PIL part (decode, resize, crop) and send uint8 pixels, a quarter
+    of the bytes of float32; the main process converts and normalises a whole batch in one
+    vectorised step, with the same arithmetic as ToTensor + Normalize. ``None`` when the
+    transform has another shape (then the full transform runs per image).
+    """
+    steps = list(getattr(preprocess, "transforms", []))
+    names = [type(t).__name__ for t in steps]
+    if len(steps) < 2 or names[-1] != "Normalize" or "ToTensor" not in names[-2]:
+        return None
+
+    def pil_part(img: Image.Image) -> Image.Image:
+        for t in steps[:-2]:
+            img = t(img)
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    norm = steps[-1]
+    return pil_part, tuple(map(float, norm.mean)), tuple(map(float, norm.std))
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks the GPU when one is visible, else the CPU."""
     if device == "auto":
@@ -39,6 +61,17 @@ class ClipEncoder:
     text_batch_size: int = 256
     extra_provenance: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        split = split_preprocess(self.preprocess)
+        self.pil_transform, mean, std = split if split else (None, (), ())
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def normalise_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC batch -> normalised float NCHW, exactly as ToTensor + Normalize."""
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+        return x.sub_(self._mean).div_(self._std)
+
     def _autocast(self):
         if self.device.type == "cuda" and self.precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
@@ -46,6 +79,9 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Encode a preprocessed float NCHW batch, or a uint8 NHWC batch of PIL-stage output."""
+        if pixels.dtype == torch.uint8:
+            pixels = self.normalise_uint8(pixels)
         with self._autocast():
             out = self.image_fn(pixels.to(self.device, non_blocking=True))
         return _normalise(out)

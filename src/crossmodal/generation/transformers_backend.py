@@ -1,0 +1,115 @@
+"""In-process Hugging Face generation (LLaVA, Qwen2-VL, ... through their processors).
+
+For machines without vLLM and for tests. Requests are generated one at a time with the torch
+generator seeded from the request, so a response depends only on its request: a resumed run
+(journal) gives the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from PIL import Image
+
+from crossmodal.encoders.base import resolve_device
+from crossmodal.generation.types import Request, Response
+
+
+class TransformersGenerator:
+    def __init__(
+        self, model: str, device: str = "auto", dtype: str = "auto", revision: str | None = None
+    ):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.model = model  # the name ledgers and provenance use
+        # generate() samples from torch's global RNG: one request at a time keeps seeds exact
+        self._lock = threading.Lock()
+        self.device = resolve_device(device)
+        if dtype == "auto":
+            dtype = "float16" if self.device.type == "cuda" else "float32"
+        self.processor = AutoProcessor.from_pretrained(model, revision=revision)
+        self.hf_model = (
+            AutoModelForImageTextToText.from_pretrained(
+                model, revision=revision, dtype=getattr(torch, dtype)
+            )
+            .to(self.device)
+            .eval()
+        )
+
+    def _prompt(self, req: Request) -> tuple[str, list[Image.Image]]:
+        if req.raw:
+            return "".join(p.value for m in req.messages for p in m.parts if p.kind == "text"), []
+        conversation = []
+        images = []
+        for m in req.messages:
+            content = []
+            for p in m.parts:
+                if p.kind == "image":
+                    content.append({"type": "image"})
+                    with Image.open(p.value) as im:
+                        images.append(im.convert("RGB"))
+                else:
+                    content.append({"type": "text", "text": p.value})
+            conversation.append({"role": m.role, "content": content})
+        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        if req.prefill:
+            prompt = prompt + req.prefill if prompt[-1:].isspace() else f"{prompt} {req.prefill}"
+        return prompt, images
+
+    def _one(self, req: Request) -> Response:
+        with self._lock:
+            return self._one_locked(req)
+
+    @torch.inference_mode()
+    def _one_locked(self, req: Request) -> Response:
+        prompt, images = self._prompt(req)
+        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt").to(
+            self.device
+        )
+        sample = req.temperature > 0
+        kwargs = dict(
+            max_new_tokens=req.max_tokens,
+            do_sample=sample,
+            output_scores=req.logprobs,
+            return_dict_in_generate=True,
+        )
+        if sample:
+            kwargs.update(temperature=req.temperature, top_p=req.top_p)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(req.seed)  # generate() samples from the global generator
+        try:
+            out = self.hf_model.generate(**inputs, **kwargs)
+        finally:
+            torch.random.set_rng_state(state)
+        n_in = inputs["input_ids"].shape[1]
+        new = out.sequences[0, n_in:]
+        if req.stop:  # cut at the first token that contains a stop string
+            for cut, tok in enumerate(new.tolist()):
+                piece = self.processor.decode([tok], skip_special_tokens=False)
+                if any(stop in piece for stop in req.stop):
+                    new = new[:cut]
+                    break
+        text = self.processor.decode(new, skip_special_tokens=True)
+        logprobs = None
+        if req.logprobs:
+            logprobs = [
+                float(torch.log_softmax(s[0].float(), -1)[t])
+                for s, t in zip(out.scores, new, strict=False)
+            ]
+        if req.raw:  # completion style: keep the continuation as generated (PICa cleans it)
+            return Response(text, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
+        full = f"{req.prefill} {text.strip()}" if req.prefill else text.strip()
+        return Response(full, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
+
+    def generate(self, requests: list[Request]) -> list[Response]:
+        out = []
+        for r in requests:
+            try:
+                out.append(self._one(r))
+            except (RuntimeError, ValueError, OSError) as exc:
+                out.append(Response("", error=f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,105 @@
+"""Requests and responses shared by every backend."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Part:
+    """A text part, or an image part holding a file path."""
+
+    kind: str  # "text" | "image"
+    value: str
+
+
+def text(value: str) -> Part:
+    return Part("text", value)
+
+
+def image(path: str | Path) -> Part:
+    return Part("image", str(path))
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat request. ``prefill`` starts the assistant's answer (e.g. "The image shows")."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int = 40
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    prefill: str | None = None
+    logprobs: bool = False
+    stop: tuple[str, ...] = ()
+    raw: bool = False  # completion-style: the user text is the whole prompt (no chat template)
+
+    def key(self) -> str:
+        """Content hash: the journal's identity for this request (same request, same key)."""
+        payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def images(self) -> list[str]:
+        return [p.value for m in self.messages for p in m.parts if p.kind == "image"]
+
+
+@dataclass
+class Response:
+    """Generated text (with the prefill in front), token counts, optional token logprobs."""
+
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    logprobs: list[float] | None = None
+    error: str | None = None  # set when the request failed for good: reported, never dropped
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Generator(Protocol):
+    model: str
+
+    def generate(self, requests: list[Request]) -> list[Response]: ...
+
+
+def image_media_type(path: str) -> str:
+    """The image's real media type from its magic bytes (APIs reject a mislabelled image)."""
+    head = Path(path).read_bytes()[:12]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    guess = mimetypes.guess_type(path)[0]
+    return guess or "application/octet-stream"
+
+
+def image_base64(path: str) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def user(*parts: Part) -> Message:
+    return Message("user", tuple(parts))
+
+
+def system(content: str) -> Message:
+    return Message("system", (text(content),))

@@ -1,0 +1,1 @@
+"""ReCoD: describe, retrieve the closest image, ask how the target differs, repeat."""

@@ -1,0 +1,206 @@
+"""The ReCoD loop and the base ("without ReCoD") sampler.
+
+Loop 0 is the base description. Each later loop, for every target at once: split the current
+description (base plus every appended sentence) into sentences, retrieve the best image not yet
+retrieved for the target, ask the VLM how the target differs from it (text-based: two of its
+COCO captions; image-based: the image itself), strip boilerplate and append the new sentences.
+The loop is the only dependency, so each loop is one batch of requests.
+
+``base`` draws L independent descriptions per image with temperature and top_p uniform in
+[0, 1) (as the reference does), so base and ReCoD compare at equal description counts.
+Every request's seed derives from (seed, image, loop): a response depends only on its request,
+which makes resumed runs identical to uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from crossmodal.errors import CrossmodalError
+from crossmodal.generation.types import Message, Request, Response, image, text
+from crossmodal.recod import prompts
+from crossmodal.recod.cleanup import keep_sentences, split_sentences, strip_opening
+
+log = logging.getLogger(__name__)
+
+METHODS = ("base", "recod", "recod_img")
+
+
+@dataclass(frozen=True)
+class DescribeSettings:
+    method: str = "recod"
+    n_descriptions: int = 10  # base + 9 loops
+    max_tokens: int = 40
+    temperature: float = 0.2
+    top_p: float = 0.7
+    seed: int = 0
+    system_prompt: str | None = prompts.LLAVA_SYSTEM
+    image_labels: bool = False  # Claude: "Image 1:" / image / "Image 2:" / image / prompt
+    min_sentence_words: int = 0  # Claude's loop keeps sentences of >= 5 words
+    n_reference_captions: int = 2
+    reuse_first_references: bool = False  # the reference Claude text loop's bug, as a switch
+
+
+@dataclass
+class DescriptionRow:
+    image_id: int
+    loop: int
+    text: str
+    retrieved_id: int | None = None
+    score: float | None = None
+    reference: list[str] = field(default_factory=list)
+
+
+def request_seed(seed: int, image_id: int, loop: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{image_id}:{loop}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _messages(s: DescribeSettings, *parts) -> tuple[Message, ...]:
+    msgs = []
+    if s.system_prompt:
+        msgs.append(Message("system", (text(s.system_prompt),)))
+    msgs.append(Message("user", tuple(parts)))
+    return tuple(msgs)
+
+
+def base_request(
+    s: DescribeSettings, path: str, image_id: int, loop: int, temperature: float, top_p: float
+) -> Request:
+    return Request(
+        _messages(s, image(path), text(prompts.BASE_PROMPT)),
+        max_tokens=s.max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=request_seed(s.seed, image_id, loop),
+        prefill=prompts.BASE_PREFILL,
+    )
+
+
+def text_reference_request(
+    s: DescribeSettings, path: str, image_id: int, loop: int, references: Sequence[str]
+) -> Request:
+    prompt = prompts.TEXT_REFERENCE_PROMPT.format(references="\n".join(references))
+    return Request(
+        _messages(s, image(path), text(prompt)),
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=request_seed(s.seed, image_id, loop),
+        prefill=prompts.BASE_PREFILL,
+    )
+
+
+def image_reference_request(
+    s: DescribeSettings, path: str, image_id: int, loop: int, reference_path: str
+) -> Request:
+    if s.image_labels:
+        parts = (
+            text("Image 1:"),
+            image(path),
+            text("Image 2:"),
+            image(reference_path),
+            text(prompts.IMAGE_REFERENCE_PROMPT),
+        )
+    else:
+        parts = (image(path), image(reference_path), text(prompts.IMAGE_REFERENCE_PROMPT))
+    return Request(
+        _messages(s, *parts),
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=request_seed(s.seed, image_id, loop),
+        prefill=prompts.IMAGE_REFERENCE_PREFILL,
+    )
+
+
+def _check(responses: Sequence[Response], what: str, ids: Sequence[int]) -> None:
+    failed = [(i, r.error) for i, r in zip(ids, responses, strict=True) if not r.ok]
+    if failed:
+        listed = "\n  ".join(f"image {i}: {err}" for i, err in failed[:20])
+        raise CrossmodalError(
+            f"{len(failed)} of {len(ids)} {what} requests failed after retries (finished ones "
+            f"are journalled; rerun to retry only these):\n  {listed}"
+        )
+
+
+Generate = Callable[[list[Request]], list[Response]]
+
+
+def describe_base(
+    s: DescribeSettings, targets: Sequence[tuple[int, str]], generate: Generate
+) -> list[DescriptionRow]:
+    """L independent base descriptions per target, temperature and top_p ~ U[0, 1)."""
+    rows, requests = [], []
+    for image_id, path in targets:
+        rng = random.Random(request_seed(s.seed, image_id, -1))
+        for loop in range(s.n_descriptions):
+            t, p = rng.random(), rng.random()
+            requests.append(((image_id, loop), base_request(s, path, image_id, loop, t, p)))
+    responses = generate([r for _, r in requests])
+    _check(responses, "base", [k[0] for k, _ in requests])
+    for ((image_id, loop), _), resp in zip(requests, responses, strict=True):
+        rows.append(DescriptionRow(image_id, loop, resp.text))
+    return rows
+
+
+def describe_recod(
+    s: DescribeSettings,
+    targets: Sequence[tuple[int, str]],
+    generate: Generate,
+    retrieve: Callable[[list[list[str]], list[list[int]]], tuple[Sequence[int], Sequence[float]]],
+    captions: dict[int, list[str]],
+    reference_paths: dict[int, str],
+    on_loop: Callable[[int], None] | None = None,
+) -> list[DescriptionRow]:
+    """Base description, then ``n_descriptions - 1`` retrieve-compare loops, loop by loop."""
+    ids = [i for i, _ in targets]
+    base = generate([base_request(s, p, i, 0, s.temperature, s.top_p) for i, p in targets])
+    _check(base, "base", ids)
+    rows = [DescriptionRow(i, 0, r.text) for i, r in zip(ids, base, strict=True)]
+    sentences = {i: split_sentences(r.text) for i, r in zip(ids, base, strict=True)}
+    retrieved: dict[int, list[int]] = {i: [] for i in ids}
+    first_refs: dict[int, list[str]] = {}
+    for loop in range(1, s.n_descriptions):
+        if on_loop:
+            on_loop(loop)
+        best, scores = retrieve(
+            [list(sentences[i]) for i in ids], [[i, *retrieved[i]] for i in ids]
+        )
+        requests, refs = [], []
+        for (image_id, path), ref_id in zip(targets, best, strict=True):
+            ref_id = int(ref_id)
+            if ref_id < 0:
+                raise CrossmodalError(f"no image left to retrieve for target {image_id}")
+            retrieved[image_id].append(ref_id)
+            if s.method == "recod":
+                pool = captions.get(ref_id, [])
+                if not pool:
+                    raise CrossmodalError(f"retrieved image {ref_id} has no captions")
+                rng = random.Random(request_seed(s.seed, image_id, loop) ^ 0x5EED)
+                chosen = rng.sample(pool, k=min(s.n_reference_captions, len(pool)))
+                if s.reuse_first_references:
+                    chosen = first_refs.setdefault(image_id, chosen)
+                refs.append(chosen)
+                requests.append(text_reference_request(s, path, image_id, loop, chosen))
+            else:
+                ref_path = reference_paths[ref_id]
+                refs.append([ref_path])
+                requests.append(image_reference_request(s, path, image_id, loop, ref_path))
+        responses = generate(requests)
+        _check(responses, f"loop {loop}", ids)
+        for image_id, ref_id, score, ref, resp in zip(
+            ids, best, scores, refs, responses, strict=True
+        ):
+            new = keep_sentences(strip_opening(resp.text), s.min_sentence_words)
+            sentences[image_id].extend(new)
+            rows.append(
+                DescriptionRow(image_id, loop, ". ".join(new), int(ref_id), float(score), list(ref))
+            )
+        log.info("loop %d/%d done for %d targets", loop, s.n_descriptions - 1, len(ids))
+    rows.sort(key=lambda r: (r.image_id, r.loop))
+    return rows

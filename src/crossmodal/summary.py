@@ -1,0 +1,62 @@
+"""results/{dataset}/acc.json and acc.png: every configured run in one table and one plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crossmodal.io import atomic_path, read_json, write_json
+
+
+def summarize(
+    runs: list[dict[str, Any]], out_json: str | Path, out_png: str | Path, title: str
+) -> list[dict[str, Any]]:
+    """``runs``: {vlm, method, loop, llm, score (path), config_hash}. Writes both outputs."""
+    records = []
+    for run in runs:
+        scores = read_json(run["score"])
+        rec = {k: run[k] for k in ("dataset", "vlm", "method", "loop", "llm", "config_hash")}
+        if "overall" in scores:
+            rec.update(accuracy=scores["overall"], n_questions=scores["n_questions"])
+        else:
+            rec.update(
+                accuracy=scores["direct_answer"],
+                n_questions=scores["n_direct_answer"],
+                multiple_choice=scores["multiple_choice"],
+            )
+        records.append(rec)
+    records.sort(key=lambda r: (r["vlm"], r["method"], r["llm"], r["loop"]))
+    write_json(out_json, {"title": title, "runs": records})
+    _plot(records, out_png, title)
+    return records
+
+
+def _plot(records: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    lines: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for r in records:
+        lines.setdefault((r["vlm"], r["method"], r["llm"]), []).append((r["loop"], r["accuracy"]))
+    for (vlm, method, llm), pts in sorted(lines.items()):
+        pts.sort()
+        ax.plot(
+            [p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{vlm} / {method} / {llm}"
+        )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top = max((r["accuracy"] for r in records), default=0.0)
+    ax.set_ylim(0, max(1.0, top * 1.1))
+    ax.set_xlabel("descriptions in the context (k)")
+    ax.set_ylabel("VQA accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)

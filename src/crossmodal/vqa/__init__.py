@@ -1,0 +1,1 @@
+"""Knowledge-based VQA: PICa prompting and the official scoring rules."""

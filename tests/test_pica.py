@@ -1,0 +1,160 @@
+"""PICa: golden prompt, example ranking, ensemble choice, answer clean-up, summary schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crossmodal.generation import Response
+from crossmodal.summary import summarize
+from crossmodal.vqa.pica import (
+    Example,
+    PicaSettings,
+    answer_questions,
+    build_prompt,
+    choose,
+    process_answer,
+    rank_examples,
+)
+
+GOLDEN = (
+    "Please answer the question according to the above context.\n===\n"
+    "Context: A dog on a sofa.\n===\n"
+    "Q: What animal is this?\nA: dog\n\n===\n"
+    "Context: Two red buses.\n===\n"
+    "Q: What city has these buses?\nA: london\n\n===\n"
+    "Context: The image shows a cat. It sleeps\n===\n"
+    "Q: What do cats eat?\nA:"
+)
+
+
+def test_golden_prompt():
+    examples = [
+        Example("A dog on a sofa.", "What animal is this?", "dog"),
+        Example("Two red buses.", "What city has these buses?", "london"),
+    ]
+    prompt = build_prompt(examples, "The image shows a cat. It sleeps", "What do cats eat?")
+    assert prompt == GOLDEN
+
+
+def test_answer_cleanup_as_pica():
+    assert process_answer(" The Fish.") == "fish"
+    assert process_answer(" to the store, quickly") == "store quickly"
+    assert process_answer(" an apple") == "apple"
+
+
+def test_ranking_equals_brute_force_imagequestion_similarity():
+    rng = np.random.default_rng(0)
+    qv, iv = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
+    qt, it = rng.standard_normal((50, 8)), rng.standard_normal((50, 8))
+    got = rank_examples(qv, iv, qt, it, n=12, chunk=2)
+    for i in range(5):
+        sims = [qv[i] @ qt[j] + iv[i] @ it[j] for j in range(50)]
+        expect = sorted(range(50), key=lambda j: -sims[j])[:12]
+        assert got[i].tolist() == expect
+
+
+def test_ensemble_picks_highest_summed_logprob_first_of_equals():
+    resps = [
+        Response(" cat", logprobs=[-0.5, -1.0]),
+        Response(" dog", logprobs=[-0.2, -0.3]),
+        Response(" bird", logprobs=[-0.5]),
+    ]
+    assert choose(resps) == ("dog", "logprob")
+    tie = [Response(" a cat", logprobs=[-1.0]), Response(" dog", logprobs=[-1.0])]
+    assert choose(tie) == ("cat", "logprob")
+
+
+def test_majority_vote_without_logprobs():
+    resps = [Response(" cat"), Response(" dog"), Response(" Dog."), Response(" cat")]
+    assert choose(resps) == ("cat", "majority")  # tie 2-2: earliest (most similar examples)
+    assert choose([Response(" x"), Response(" y"), Response(" y")]) == ("y", "majority")
+
+
+def test_ensemble_groups_use_consecutive_ranks():
+    ranked = [Example(f"c{i}", f"q{i}", f"a{i}") for i in range(6)]
+    settings = PicaSettings(n_shot=2, n_ensemble=3)
+    seen = []
+
+    def generate(requests):
+        seen.extend(r.messages[0].parts[0].value for r in requests)
+        return [Response(" x", logprobs=[-float(i)]) for i in range(len(requests))]
+
+    def examples_for(i):
+        return [ranked[r * 2 : (r + 1) * 2] for r in range(3)]
+
+    out = answer_questions([(1, "ctx", "what?")], examples_for, settings, generate)
+    assert len(seen) == 3
+    assert "Q: q0" in seen[0] and "Q: q1" in seen[0] and "Q: q2" not in seen[0]
+    assert seen[0].index("Q: q0") < seen[0].index("Q: q1")  # most similar first
+    assert "Q: q4" in seen[2] and "Q: q5" in seen[2]
+    assert out == [
+        {"question_id": 1, "answer": "x", "rule": "logprob", "candidates": ["x", "x", "x"]}
+    ]
+
+
+def test_pica_request_shape():
+    from crossmodal.vqa.pica import pica_request
+
+    r = pica_request(GOLDEN, PicaSettings())
+    assert r.raw and r.logprobs and r.max_tokens == 5 and r.temperature == 0.0
+    assert r.stop == ("\n",) and r.messages[0].parts[0].value == GOLDEN
+
+
+def test_summary_schema(tmp_path):
+    runs = []
+    for k, acc in ((1, 10.0), (2, 12.5)):
+        score = tmp_path / f"s{k}.json"
+        score.write_text(json.dumps({"overall": acc, "n_questions": 40}))
+        runs.append(
+            {
+                "dataset": "okvqa",
+                "vlm": "v",
+                "method": "recod",
+                "loop": k,
+                "llm": "l",
+                "config_hash": "abc",
+                "score": str(score),
+            }
+        )
+    recs = summarize(runs, tmp_path / "acc.json", tmp_path / "acc.png", "title")
+    saved = json.loads((tmp_path / "acc.json").read_text())
+    assert saved["runs"] == recs and [r["accuracy"] for r in recs] == [10.0, 12.5]
+    assert set(recs[0]) == {
+        "dataset",
+        "vlm",
+        "method",
+        "loop",
+        "llm",
+        "config_hash",
+        "accuracy",
+        "n_questions",
+    }
+    assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fmt", ["aokvqa"])
+def test_summary_reads_aokvqa_scores(tmp_path, fmt):
+    score = tmp_path / "s.json"
+    score.write_text(
+        json.dumps({"direct_answer": 40.0, "multiple_choice": 60.0, "n_direct_answer": 9})
+    )
+    recs = summarize(
+        [
+            {
+                "dataset": fmt,
+                "vlm": "v",
+                "method": "base",
+                "loop": 1,
+                "llm": "l",
+                "config_hash": "h",
+                "score": str(score),
+            }
+        ],
+        tmp_path / "a.json",
+        tmp_path / "a.png",
+        "t",
+    )
+    assert recs[0]["accuracy"] == 40.0 and recs[0]["multiple_choice"] == 60.0
