@@ -29,9 +29,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--d", type=int, default=768)
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument(
+        "--data",
+        choices=("random", "clustered"),
+        default="random",
+        help="uniform on the sphere (ANN worst case) or 1000 Gaussian clusters",
+    )
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    x, q = unit(rng, a.n, a.d), unit(rng, a.queries, a.d)
+    if a.data == "random":
+        x, q = unit(rng, a.n, a.d), unit(rng, a.queries, a.d)
+    else:  # embeddings like CLIP's: clustered, queries near (not on) database points
+        centres = unit(rng, 1000, a.d)
+        x = centres[rng.integers(0, 1000, a.n)] + 0.6 * unit(rng, a.n, a.d)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        q = x[rng.integers(0, a.n, a.queries)] + 0.3 * unit(rng, a.queries, a.d)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
     ids = np.arange(a.n, dtype=np.int64)
     rows = []
     exact = None
@@ -83,7 +96,11 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"machine": machine(), "n": a.n, "d": a.d, "rows": rows}, indent=2))
+    print(
+        json.dumps(
+            {"machine": machine(), "data": a.data, "n": a.n, "d": a.d, "rows": rows}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -51,7 +52,11 @@ def seed_loop(encoder, paths: list[str]) -> np.ndarray:
 
 
 def decode_ceiling(encoder, paths: list[str], workers: int, draft: bool) -> float:
-    ds = _ImageFiles(paths, encoder.preprocess, encoder.image_size if draft else None)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    # exactly the workers' share of extraction: decode (draft), PIL resize/crop, uint8 out
+    ds = _ImageFiles(
+        paths, encoder.preprocess, encoder.image_size if draft else None, encoder.pil_transform
+    )
     loader = DataLoader(
         ds,
         batch_size=256,
@@ -84,6 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rss", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cm-bench")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
@@ -101,12 +107,17 @@ def main() -> None:
         out = Path(d) / "f.parquet"
         t_ours = timed(
             lambda: extract_image_features(
-                enc, table, out, batch_size=256, workers=a.workers, draft=True
+                enc, table, out, batch_size=a.batch_size, workers=a.workers, draft=True
             )
         )
         t_full = timed(
             lambda: extract_image_features(
-                enc, table, Path(d) / "full.parquet", batch_size=256, workers=a.workers, draft=False
+                enc,
+                table,
+                Path(d) / "full.parquet",
+                batch_size=a.batch_size,
+                workers=a.workers,
+                draft=False,
             )
         )
         _, draft_emb = read_embeddings(out)

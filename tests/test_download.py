@@ -117,3 +117,19 @@ def test_cli_records_checksum_of_first_download(file_server, tmp_path):
     (tmp_path / "d" / "blob.zip").unlink()
     assert main(args) == 2
     assert (tmp_path / "d" / "blob.zip.bad").exists()
+
+
+def test_verified_copy_is_reused_without_network(file_server, tmp_path):
+    file_server.files["blob.zip"] = PAYLOAD
+    path, sha = fetch(remote(file_server.url), tmp_path, backoff=0)
+    path.unlink()  # what Snakemake does to an output before rerunning its job
+    n = len(file_server.requests)
+    again, sha2 = fetch(remote(file_server.url), tmp_path, backoff=0)
+    assert again.read_bytes() == PAYLOAD and sha2 == sha
+    assert len(file_server.requests) == n  # no request: re-verified local copy
+    # a kept copy that no longer verifies is discarded and downloaded again
+    (tmp_path / ".verified" / "blob.zip").unlink()
+    (tmp_path / ".verified" / "blob.zip").write_bytes(b"corrupted")
+    again.unlink()
+    fetch(remote(file_server.url), tmp_path, backoff=0)
+    assert len(file_server.requests) == n + 1

@@ -141,3 +141,27 @@ def test_api_keys_never_reach_outputs(tmp_path, monkeypatch):
     )
     assert "sk-secret-value" not in repr(spec)
     assert os.environ["OPENAI_API_KEY"] == "sk-secret-value"
+
+
+def test_batched_transformers_generation(tiny_llava, pictures):
+    """batch_size > 1 answers every request (prefill kept) in fewer generate() calls."""
+    gen = build_generator(
+        {"backend": "transformers", "model": tiny_llava, "device": "cpu", "batch_size": 4}
+    )
+    calls = []
+    original = gen.hf_model.generate
+
+    def counting(**kw):
+        calls.append(kw["input_ids"].shape[0])
+        return original(**kw)
+
+    gen.hf_model.generate = counting
+    reqs = [describe_request(pictures / "red.jpg", seed=s) for s in range(6)]
+    reqs.append(describe_request(pictures / "blue.png", seed=0, temperature=0.0))
+    out = gen.generate(reqs)
+    assert all(r.ok and r.text.startswith("The image shows") for r in out)
+    assert sorted(calls) == [1, 2, 4]  # 6 alike -> 4 + 2; the greedy one alone
+    assert all(r.tokens_out == 8 for r in out[:6])
+    # greedy decoding does not depend on batch mates
+    exact = build_generator({"backend": "transformers", "model": tiny_llava, "device": "cpu"})
+    assert exact.generate([reqs[-1]])[0].text == out[-1].text

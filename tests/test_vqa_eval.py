@@ -123,41 +123,22 @@ def test_vqa_eval_cli(tmp_path):
         )
     )
     (tmp_path / "p.json").write_text(json.dumps([{"question_id": 7, "answer": "Red."}]))
-    assert (
-        main(
-            [
-                "vqa-eval",
-                "--questions",
-                str(tmp_path / "q.json"),
-                "--annotations",
-                str(tmp_path / "a.json"),
-                "--predictions",
-                str(tmp_path / "p.json"),
-                "--out",
-                str(tmp_path / "acc.json"),
-            ]
-        )
-        == 0
-    )
+    args = [
+        "vqa-eval",
+        "--questions",
+        str(tmp_path / "q.json"),
+        "--annotations",
+        str(tmp_path / "a.json"),
+        "--predictions",
+        str(tmp_path / "p.json"),
+        "--out",
+        str(tmp_path / "acc.json"),
+    ]
+    assert main(args) == 0
     acc = json.loads((tmp_path / "acc.json").read_text())
     assert acc["overall"] == 100.0 and acc["per_question"] == {"7": 1.0}
     (tmp_path / "p.json").write_text("[{")
-    assert (
-        main(
-            [
-                "vqa-eval",
-                "--questions",
-                str(tmp_path / "q.json"),
-                "--annotations",
-                str(tmp_path / "a.json"),
-                "--predictions",
-                str(tmp_path / "p.json"),
-                "--out",
-                str(tmp_path / "acc.json"),
-            ]
-        )
-        == 2
-    )
+    assert main(args) == 2  # malformed predictions: one clear error, exit status 2
 
 
 def test_aokvqa_rules():

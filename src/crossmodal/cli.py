@@ -169,8 +169,11 @@ def _features_args(p: argparse.ArgumentParser) -> None:
 @command("extract-features", _features_args)
 def _extract_features(a: argparse.Namespace) -> None:
     """images.parquet -> L2-normalised image features in Parquet (+ skip report)."""
+    import os
+
     from crossmodal.features import extract_image_features
 
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     extract_image_features(
         _encoder(a),
         a.images,
@@ -408,6 +411,59 @@ def _summarize(a: argparse.Namespace) -> None:
 
     runs = json.loads(Path(a.runs).read_text()) if a.runs.endswith(".json") else json.loads(a.runs)
     summarize(runs, a.out_json, a.out_png, a.title)
+
+
+# --- recipes --------------------------------------------------------------------------------
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    ex = sub.add_parser("export", help="record what replays TARGET exactly")
+    ex.add_argument("target", help="e.g. results/okvqa/acc.json")
+    ex.add_argument("-o", "--out", required=True, type=Path)
+    ex.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
+    ex.add_argument("--directory", type=Path, default=Path("."))
+    ve = sub.add_parser("verify", help="recompute output hashes after a replay")
+    ve.add_argument("recipe", type=Path)
+    ve.add_argument("--directory", type=Path, default=Path("."))
+    co = sub.add_parser("config", help="write the recipe's resolved config as YAML")
+    co.add_argument("recipe", type=Path)
+    co.add_argument("-o", "--out", required=True, type=Path)
+
+
+@command("recipe", _recipe_args)
+def _recipe(a: argparse.Namespace) -> None:
+    """Export, verify or replay-configure an exact reproduction recipe."""
+    from crossmodal import recipe
+
+    root = _repo_root()
+    if a.action == "export":
+        r = recipe.export(
+            a.target,
+            a.configfile.resolve(),
+            a.out,
+            snakefile=root / "Snakefile",
+            workdir=a.directory.resolve(),
+            schema=root / "workflow" / "schemas" / "config.schema.yaml",
+        )
+        log.info("recipe for %s: %d outputs -> %s", a.target, len(r["outputs"]), a.out)
+    elif a.action == "config":
+        recipe.write_config(a.recipe, a.out)
+    else:
+        rows, ok = recipe.verify(a.recipe, a.directory.resolve())
+        for r in rows:
+            note = "" if r["expected_to_match"] else f"  (not reproducible: {r['why_not']})"
+            print(f"{r['status']:9s} {r['file']}{note}")
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("equal", "different", "missing")}
+        print(
+            f"{counts['equal']} equal, {counts['different']} different, {counts['missing']} missing"
+        )
+        if not ok:
+            raise CrossmodalError("replay differs from the recipe (see the list above)")
 
 
 # --- entry point ----------------------------------------------------------------------------

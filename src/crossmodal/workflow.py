@@ -272,3 +272,34 @@ def official_files(ds: str) -> dict[str, str]:
     """The raw official question/annotation files of a dataset's val split (for scoring)."""
     paths = question_paths(ds, "val")
     return {"questions": paths["questions"], "annotations": paths["annotations"]}
+
+
+# Source files each stage's output depends on, relative to src/crossmodal. A stage's rule takes
+# their hash as a parameter, so editing a stage's code reruns that stage (and what follows).
+STAGE_CODE: dict[str, tuple[str, ...]] = {
+    "demo": ("data/demo.py", "io.py"),
+    "prepare": ("data/prepare.py", "data/registry.py", "io.py"),
+    "features": ("encoders", "features.py", "images.py", "io.py"),
+    "index": ("index.py", "features.py"),
+    "describe": ("generation", "recod", "io.py", "index.py"),
+    "pica": ("vqa/pica.py", "vqa/stage.py", "generation", "io.py"),
+    "score": ("vqa/vqa_eval.py", "vqa/normalize.py", "vqa/aokvqa_eval.py"),
+    "summarize": ("summary.py",),
+}
+
+
+def code_version(stage: str, src: str) -> str:
+    """Hash of the source files behind ``stage`` under ``src`` (this checkout's src/)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(src) / "crossmodal"
+    files: list[Path] = []
+    for rel in STAGE_CODE[stage]:
+        p = root / rel
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]

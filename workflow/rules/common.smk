@@ -11,7 +11,7 @@ validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 # the dependencies (envs/*.yaml), and every job runs exactly the code of this checkout.
 SRC = Path(workflow.basedir) / "src"
 shell.prefix('export PYTHONPATH="%s${{PYTHONPATH:+:$PYTHONPATH}}"; ' % SRC)
-ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "vllm", "eval")}
+ENV = {name: f"../../envs/{name}.yaml" for name in ("clip", "vllm", "api", "eval")}
 
 
 if config["features"].get("encoder") not in config["encoders"]:
@@ -19,6 +19,12 @@ if config["features"].get("encoder") not in config["encoders"]:
         f"features.encoder: {config['features'].get('encoder')!r} is not one of the "
         f"configured encoders {sorted(config['encoders'])}"
     )
+
+def model_env(section, name):
+    """Served or in-process models need the vLLM/torch stack; API models the light one."""
+    backend = config[section][name]["backend"]
+    return ENV["api"] if backend in ("anthropic", "openai") else ENV["vllm"]
+
 
 wildcard_constraints:
     collection="[A-Za-z0-9_]+",

@@ -44,6 +44,7 @@ rule make_demo:
     output:
         wf.DEMO_DONE,
     params:
+        code=wf.code_version("demo", SRC),
         seed=config["demo"]["seed"],
         n_train=config["demo"]["n_train"],
         n_val=config["demo"]["n_val"],
@@ -65,6 +66,7 @@ rule prepare_collection:
         images="results/data/{collection}/images.parquet",
         captions="results/data/{collection}/captions.parquet",
     params:
+        code=wf.code_version("prepare", SRC),
         paths=lambda w: wf.collection_paths(w.collection),
     conda:
         ENV["eval"]
@@ -82,6 +84,7 @@ rule prepare_questions:
     output:
         "results/data/{dataset}/{split}/questions.parquet",
     params:
+        code=wf.code_version("prepare", SRC),
         paths=lambda w: wf.question_paths(w.dataset, w.split),
         annotations=lambda w: wf.optional_arg(
             "--annotations", wf.question_paths(w.dataset, w.split)["annotations"]

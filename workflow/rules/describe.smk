@@ -6,6 +6,7 @@ rule make_tiny_vlm:
     output:
         "resources/models/{name}/config.json",
     params:
+        code=wf.code_version("describe", SRC),
         arch=lambda w: wf.tiny_vlm_arch(config, f"resources/models/{w.name}"),
     conda:
         ENV["clip"]
@@ -26,6 +27,7 @@ rule describe:
         ledger="results/{dataset}/{split}/descriptions/{vlm}/{method}.ledger.json",
         export="results/{dataset}/{split}/descriptions/{vlm}/{method}.seed.json",
     params:
+        code=wf.code_version("describe", SRC),
         vlm=lambda w: wf.json_arg(wf.generator_spec(config, w.vlm)),
         settings=lambda w: wf.json_arg(
             wf.describe_settings(config, w.vlm, w.method, w.split)
@@ -44,8 +46,9 @@ rule describe:
         method="base|recod|recod_img",
     resources:
         gpu=lambda w: config["vlms"][w.vlm]["gpus"],
+        mem_mb=lambda w: config["vlms"][w.vlm]["mem_mb"],
     conda:
-        ENV["vllm"]
+        lambda w: model_env("vlms", w.vlm)
     log:
         "results/logs/describe/{dataset}_{split}_{vlm}_{method}.log",
     shell:

@@ -8,6 +8,7 @@ rule score:
     output:
         "results/{dataset}/val/scores/{vlm}/{method}/loop{k}/{llm}.json",
     params:
+        code=wf.code_version("score", SRC),
         files=lambda w: wf.official_files(w.dataset),
         format=lambda w: wf.dataset(w.dataset).format,
     conda:
@@ -36,6 +37,7 @@ rule summarize:
             "results/{dataset}/acc.png", caption="../report/acc_png.rst", category="Accuracy"
         ),
     params:
+        code=wf.code_version("summarize", SRC),
         runs=lambda w: wf.json_arg(wf.score_runs(config, w.dataset)),
         title=lambda w: (
             f"{w.dataset}: random-weight demo models (smoke run, numbers are meaningless)"

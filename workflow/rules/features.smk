@@ -8,12 +8,11 @@ rule extract_features:
         features="results/features/{collection}/{encoder}.parquet",
         report="results/features/{collection}/{encoder}.skips.json",
     params:
+        code=wf.code_version("features", SRC),
         spec=lambda w: wf.encoder_spec_json(config, w.encoder),
         f=config["features"],
         draft=lambda w: "" if config["features"]["draft"] else "--no-draft",
     threads: max(1, config["features"]["workers"])
-    resources:
-        gpu=1,
     conda:
         ENV["clip"]
     log:
@@ -33,10 +32,9 @@ rule extract_question_features:
     output:
         "results/features/{dataset}/{split}/questions.{encoder}.parquet",
     params:
+        code=wf.code_version("features", SRC),
         spec=lambda w: wf.encoder_spec_json(config, w.encoder),
         f=config["features"],
-    resources:
-        gpu=1,
     conda:
         ENV["clip"]
     log:
@@ -54,10 +52,9 @@ rule extract_caption_features:
     output:
         "results/features/{collection}/captions.{encoder}.parquet",
     params:
+        code=wf.code_version("features", SRC),
         spec=lambda w: wf.encoder_spec_json(config, w.encoder),
         f=config["features"],
-    resources:
-        gpu=1,
     conda:
         ENV["clip"]
     log:

@@ -8,6 +8,7 @@ rule build_index:
         index="results/index/{collection}/{encoder}.faiss",
         meta="results/index/{collection}/{encoder}.json",
     params:
+        code=wf.code_version("index", SRC),
         index=lambda w: wf.json_arg(config["index"]),
     conda:
         ENV["clip"]

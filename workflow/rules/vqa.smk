@@ -12,6 +12,7 @@ rule pica:
         ),
         ledger="results/{dataset}/val/answers/{vlm}/{method}/{llm}.ledger.json",
     params:
+        code=wf.code_version("pica", SRC),
         llm=lambda w: wf.json_arg(config["llms"][w.llm]),
         settings=wf.json_arg(
             {k: config["pica"][k] for k in ("n_shot", "n_ensemble", "max_tokens", "join")}
@@ -23,8 +24,9 @@ rule pica:
         method="base|recod|recod_img",
     resources:
         gpu=lambda w: config["llms"][w.llm]["gpus"],
+        mem_mb=lambda w: config["llms"][w.llm]["mem_mb"],
     conda:
-        ENV["vllm"]
+        lambda w: model_env("llms", w.llm)
     log:
         "results/logs/pica/{dataset}_{vlm}_{method}_{llm}.log",
     shell:

@@ -10,6 +10,7 @@ verified file is renamed to ``NAME``, so the final path existing means the bytes
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -125,6 +126,18 @@ def fetch(
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / remote.name
     part = dest_dir / (remote.name + ".part")
+    # A verified copy is kept as a hard link: when a rerun (say, a changed mirror setting) makes
+    # Snakemake delete the output, it is re-verified and linked back instead of downloaded.
+    kept = dest_dir / ".verified" / remote.name
+    if kept.exists():
+        try:
+            sha = verify(kept, remote)
+        except ChecksumError:
+            kept.unlink()
+        else:
+            if not final.exists():
+                os.link(kept, final)
+            return final, sha
     source = remote.located(mirror)
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
@@ -155,4 +168,8 @@ def fetch(
             "or check the mirror setting if this repeats."
         ) from exc
     part.replace(final)
+    kept.parent.mkdir(exist_ok=True)
+    if kept.exists():
+        kept.unlink()
+    os.link(final, kept)
     return final, sha

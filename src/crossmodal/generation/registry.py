@@ -16,6 +16,7 @@ def _transformers(spec: dict[str, Any]):
         device=spec.get("device", "auto"),
         dtype=spec.get("dtype", "auto"),
         revision=spec.get("revision"),
+        batch_size=spec.get("batch_size", 1),
     )
 
 

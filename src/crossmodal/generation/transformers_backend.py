@@ -18,17 +18,29 @@ from crossmodal.generation.types import Request, Response
 
 class TransformersGenerator:
     def __init__(
-        self, model: str, device: str = "auto", dtype: str = "auto", revision: str | None = None
+        self,
+        model: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        revision: str | None = None,
+        batch_size: int = 1,
     ):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.model = model  # the name ledgers and provenance use
         # generate() samples from torch's global RNG: one request at a time keeps seeds exact
         self._lock = threading.Lock()
+        # batch_size > 1: requests with the same sampling settings are generated together
+        # (left-padded). Faster, but a response then depends on its batch mates, so a resumed
+        # run is no longer byte-identical: the same trade a vLLM server makes.
+        self.batch_size = batch_size
         self.device = resolve_device(device)
         if dtype == "auto":
             dtype = "float16" if self.device.type == "cuda" else "float32"
         self.processor = AutoProcessor.from_pretrained(model, revision=revision)
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if batch_size > 1 and tokenizer is not None:
+            tokenizer.padding_side = "left"
         self.hf_model = (
             AutoModelForImageTextToText.from_pretrained(
                 model, revision=revision, dtype=getattr(torch, dtype)
@@ -103,12 +115,76 @@ class TransformersGenerator:
         return Response(full, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
 
     def generate(self, requests: list[Request]) -> list[Response]:
+        if self.batch_size > 1:
+            return self._generate_batched(requests)
         out = []
         for r in requests:
             try:
                 out.append(self._one(r))
             except (RuntimeError, ValueError, OSError) as exc:
                 out.append(Response("", error=f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def _generate_batched(self, requests: list[Request]) -> list[Response]:
+        def settings(r: Request):
+            return (r.max_tokens, r.temperature, r.top_p, r.logprobs, r.stop, r.raw)
+
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(settings(r), []).append(i)
+        out: list[Response | None] = [None] * len(requests)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start : start + self.batch_size]
+                if len(part) == 1 or requests[part[0]].logprobs or requests[part[0]].stop:
+                    for i in part:  # per-token bookkeeping stays on the exact path
+                        out[i] = self.generate_one(requests[i])
+                    continue
+                try:
+                    with self._lock:
+                        answers = self._batch([requests[i] for i in part])
+                except (RuntimeError, ValueError, OSError) as exc:
+                    answers = [Response("", error=f"{type(exc).__name__}: {exc}")] * len(part)
+                for i, resp in zip(part, answers, strict=True):
+                    out[i] = resp
+        return out  # type: ignore[return-value]
+
+    def generate_one(self, req: Request) -> Response:
+        try:
+            return self._one(req)
+        except (RuntimeError, ValueError, OSError) as exc:
+            return Response("", error=f"{type(exc).__name__}: {exc}")
+
+    @torch.inference_mode()
+    def _batch(self, reqs: list[Request]) -> list[Response]:
+        prompts, images = [], []
+        for r in reqs:
+            prompt, imgs = self._prompt(r)
+            prompts.append(prompt)
+            images.extend(imgs)
+        inputs = self.processor(
+            text=prompts, images=images or None, padding=True, return_tensors="pt"
+        ).to(self.device)
+        first = reqs[0]
+        kwargs = dict(max_new_tokens=first.max_tokens, do_sample=first.temperature > 0)
+        if first.temperature > 0:
+            kwargs.update(temperature=first.temperature, top_p=first.top_p)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(first.seed)
+        try:
+            seqs = self.hf_model.generate(**inputs, **kwargs)
+        finally:
+            torch.random.set_rng_state(state)
+        n_in = inputs["input_ids"].shape[1]
+        pad = getattr(getattr(self.processor, "tokenizer", None), "pad_token_id", None)
+        out = []
+        for r, row, mask in zip(reqs, seqs, inputs["attention_mask"], strict=True):
+            new = row[n_in:]
+            if pad is not None:
+                new = new[new != pad]
+            text = self.processor.decode(new, skip_special_tokens=True).strip()
+            full = f"{r.prefill} {text}" if r.prefill else text
+            out.append(Response(full, tokens_in=int(mask.sum()), tokens_out=int(len(new))))
         return out
 
     def close(self) -> None:

@@ -1,0 +1,202 @@
+"""Minimal reruns on the demo: only what a change touches is scheduled again."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+
+def copy_checkout(dest):
+    """A scratch copy of the workflow and package, so its code can be edited."""
+    for name in ("Snakefile", "workflow", "src", "config", "profiles", "envs", "resources"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src,
+                dest / name,
+                ignore=shutil.ignore_patterns(
+                    "__pycache__", "demo", "downloads", "models", "*.egg-info"
+                ),
+            )
+        else:
+            shutil.copy(src, dest / name)
+
+
+def snakemake(work, config, *args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config), *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def scheduled(output: str) -> dict[str, int]:
+    """Job counts per rule from a dry run's stats table."""
+    table = output.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in output else ""
+    rows = re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+    return {m.group(1): int(m.group(2)) for m in rows if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("reruns")
+    copy_checkout(work)
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["demo"].update(n_train=24, n_val=6)
+    config["describe"]["n_descriptions"] = 2
+    (work / "small.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, work / "small.yaml")
+    return work, config
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_complete_run(finished):
+    work, _ = finished
+    out = snakemake(work, work / "small.yaml", "-n")
+    assert "Nothing to be done" in out
+
+
+@pytest.mark.slow
+def test_pica_parameter_reruns_only_pica_scoring_and_summary(finished):
+    work, config = finished
+    changed = dict(config, pica=dict(config["pica"], n_shot=3))
+    (work / "pica.yaml").write_text(yaml.safe_dump(changed))
+    jobs = scheduled(snakemake(work, work / "pica.yaml", "-n"))
+    assert set(jobs) == {"pica", "score", "summarize", "all"}, jobs
+
+
+@pytest.mark.slow
+def test_encoder_change_reruns_features_and_everything_downstream(finished):
+    work, config = finished
+    changed = dict(config, encoders={"tiny": {"backend": "tiny", "seed": 1}})
+    (work / "enc.yaml").write_text(yaml.safe_dump(changed))
+    jobs = scheduled(snakemake(work, work / "enc.yaml", "-n"))
+    assert {
+        "extract_features",
+        "extract_question_features",
+        "build_index",
+        "describe",
+        "pica",
+        "score",
+        "summarize",
+    } <= set(jobs), jobs
+    assert not {"make_demo", "prepare_collection", "prepare_questions"} & set(jobs), jobs
+
+
+@pytest.mark.slow
+def test_editing_a_stage_reruns_that_stage(finished):
+    work, _ = finished
+    scoring = work / "src" / "crossmodal" / "vqa" / "vqa_eval.py"
+    original = scoring.read_text()
+    scoring.write_text(original + "\n# an edit\n")
+    try:
+        jobs = scheduled(snakemake(work, work / "small.yaml", "-n"))
+    finally:
+        scoring.write_text(original)
+    assert set(jobs) == {"score", "summarize", "all"}, jobs
+
+
+@pytest.mark.slow
+def test_killing_snakemake_during_recod_then_rerunning(finished, tmp_path):
+    """Kill the whole Snakemake process group mid-ReCoD; the rerun completes, resends nothing
+    already answered, and equals the uninterrupted run."""
+    import json
+    import os
+    import signal
+    import time
+
+    reference, _ = finished
+    work = tmp_path / "work"
+    work.mkdir()
+    copy_checkout(work)
+    config = yaml.safe_load((reference / "small.yaml").read_text())
+    config["describe"]["chunk"] = 2  # journal every two requests: a kill lands mid-stage
+    (work / "small.yaml").write_text(yaml.safe_dump(config))
+    journal = work / "results/journal/demo/val/tiny_llava/recod.jsonl"
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml"]
+    proc = subprocess.Popen(
+        cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(journal.read_text().splitlines())
+    assert 4 <= done < 12  # 6 targets x 2 descriptions
+
+    # a hard kill leaves Snakemake's lock; Snakemake says to clear it with --unlock
+    blocked = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "--unlock" in blocked.stderr
+    subprocess.run([*cmd, "--unlock"], cwd=work, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    keys = [json.loads(line)["key"] for line in journal.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 12
+    ledger = json.loads(
+        (work / "results/demo/val/descriptions/tiny_llava/recod.ledger.json").read_text()
+    )
+    assert ledger["answered_from_journal"] == done and ledger["sent"] == 12 - done
+    rel = "results/demo/val/descriptions/tiny_llava/recod.parquet"
+    assert (work / rel).read_bytes() == (reference / rel).read_bytes()
+    assert (work / "results/demo/acc.json").exists()
+
+
+@pytest.mark.slow
+def test_recipe_export_verify_and_replay_config(finished, tmp_path, monkeypatch):
+    import json
+
+    from crossmodal.cli import main
+
+    work, _ = finished
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-never-in-recipes")
+    monkeypatch.chdir(work)
+    recipe = tmp_path / "recipe.json"
+    assert (
+        main(
+            [
+                "recipe",
+                "export",
+                "results/demo/acc.json",
+                "-o",
+                str(recipe),
+                "--configfile",
+                "small.yaml",
+            ]
+        )
+        == 0
+    )
+    data = json.loads(recipe.read_text())
+    assert "sk-ant-never-in-recipes" not in recipe.read_text()
+    files = {o["file"]: o for o in data["outputs"]}
+    assert "results/demo/acc.json" in files
+    assert "results/demo/val/descriptions/tiny_llava/recod.parquet" in files
+    assert all(o["deterministic"] for o in data["outputs"])  # all in-process, seeded, on CPU
+    assert data["config"]["describe"]["n_descriptions"] == 2  # resolved, defaults filled
+    assert data["config"]["data"]["retries"] == 5
+    assert data["packages"]["torch"] and "commit" in data["code"]
+    assert data["models"]["vlms.tiny_llava"]["local_content_sha256"]
+
+    assert main(["recipe", "verify", str(recipe)]) == 0
+    target = work / "results/demo/val/scores/tiny_llava/base/loop1/tiny_lm.json"
+    original = target.read_bytes()
+    target.write_bytes(original.replace(b"{", b"{ ", 1))
+    try:
+        assert main(["recipe", "verify", str(recipe)]) == 2
+    finally:
+        target.write_bytes(original)
+
+    replay = tmp_path / "replay.yaml"
+    assert main(["recipe", "config", str(recipe), "-o", str(replay)]) == 0
+    assert yaml.safe_load(replay.read_text()) == data["config"]
