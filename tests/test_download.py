@@ -114,7 +114,8 @@ def test_cli_records_checksum_of_first_download(file_server, tmp_path):
     }
     # the mirror now serves different bytes: the pinned checksum catches it
     file_server.files["blob.zip"] = PAYLOAD[::-1]
-    (tmp_path / "d" / "blob.zip").unlink()
+    (tmp_path / "d" / "blob.zip").unlink()  # a fresh machine: no local copy at all
+    (tmp_path / "d" / ".verified" / "blob.zip").unlink()
     assert main(args) == 2
     assert (tmp_path / "d" / "blob.zip.bad").exists()
 

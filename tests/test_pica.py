@@ -158,3 +158,17 @@ def test_summary_reads_aokvqa_scores(tmp_path, fmt):
         "t",
     )
     assert recs[0]["accuracy"] == 40.0 and recs[0]["multiple_choice"] == 60.0
+
+
+def test_multiple_choice_mapping():
+    from crossmodal.vqa.pica import map_to_choices
+
+    def embed(texts):  # a transparent stand-in embedding: letters as axes
+        vecs = np.array(
+            [[t.count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts], dtype=float
+        )
+        return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-9)
+
+    choices = [["The Apple", "banana"], ["zzz", "kiwi"]]
+    # exact after PICa's clean-up; otherwise the nearest choice by embedding
+    assert map_to_choices(["apple", "kiwis"], choices, embed) == ["The Apple", "kiwi"]

@@ -326,6 +326,7 @@ def _pica_args(p: argparse.ArgumentParser) -> None:
     ):
         p.add_argument(f"--{name}", required=True, type=Path)
     p.add_argument("--loops", required=True, type=int, nargs="+")
+    p.add_argument("--encoder-spec", help="JSON encoder entry (A-OKVQA multiple choice)")
     p.add_argument("--out", required=True, type=Path, nargs="+", help="one file per loop")
 
 
@@ -353,6 +354,7 @@ def _pica(a: argparse.Namespace) -> None:
         outputs=a.out,
         journal_path=a.journal,
         ledger_path=a.ledger,
+        encoder_spec=json.loads(a.encoder_spec) if a.encoder_spec else None,
     )
 
 

@@ -19,6 +19,7 @@ rule pica:
         ),
         format=lambda w: wf.dataset(w.dataset).format,
         loops=" ".join(map(str, LOOPS)),
+        encoder=wf.encoder_spec_json(config, config["features"]["encoder"]),
         journal="results/journal/{dataset}/val/{vlm}/{method}/pica_{llm}.jsonl",
     wildcard_constraints:
         method="base|recod|recod_img",
@@ -39,4 +40,5 @@ rule pica:
         "--train-image-features {input.train_image_features} "
         "--val-descriptions {input.val_descriptions} "
         "--train-descriptions {input.train_descriptions} --loops {params.loops} "
-        "--out {output.answers} --journal {params.journal} --ledger {output.ledger} 2> {log}"
+        "--encoder-spec {params.encoder:q} --out {output.answers} --journal {params.journal} "
+        "--ledger {output.ledger} 2> {log}"

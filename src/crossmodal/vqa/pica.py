@@ -106,6 +106,25 @@ def choose(responses: Sequence[Response]) -> tuple[str, str]:
     return next(a for a in answers if counts[a] == top), "majority"
 
 
+def map_to_choices(
+    answers: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    embed: Callable[[list[str]], np.ndarray],
+) -> list[str]:
+    """A-OKVQA multiple choice from a direct answer: the choice equal to it after PICa's
+    clean-up, else the choice nearest to it by text-embedding similarity (PICa itself answers
+    free-form only; this mapping is this pipeline's choice, documented in the README)."""
+    out = []
+    for answer, options in zip(answers, choices, strict=True):
+        cleaned = [process_answer(" " + c) for c in options]
+        if answer in cleaned:
+            out.append(options[cleaned.index(answer)])
+            continue
+        emb = embed([answer, *options])
+        out.append(options[int(np.argmax(emb[1:] @ emb[0]))])
+    return out
+
+
 def answer_questions(
     targets: Sequence[tuple[int | str, str, str]],
     examples_for: Callable[[int], list[list[Example]]],

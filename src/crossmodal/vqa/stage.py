@@ -17,7 +17,13 @@ from crossmodal.features import read_embeddings
 from crossmodal.generation import build_generator
 from crossmodal.generation.journal import Journal, Ledger, run_journaled
 from crossmodal.io import write_json
-from crossmodal.vqa.pica import Example, PicaSettings, answer_questions, rank_examples
+from crossmodal.vqa.pica import (
+    Example,
+    PicaSettings,
+    answer_questions,
+    map_to_choices,
+    rank_examples,
+)
 
 
 def _lookup(ids: np.ndarray, emb: np.ndarray, wanted, what: str) -> np.ndarray:
@@ -54,6 +60,7 @@ def run_pica(
     outputs: list[str | Path],
     journal_path: str | Path,
     ledger_path: str | Path,
+    encoder_spec: dict[str, Any] | None = None,
 ) -> None:
     """Write one answers file per loop in ``loops`` (OK-VQA list or A-OKVQA dict format)."""
     val = pq.read_table(val_questions).to_pandas()
@@ -82,6 +89,7 @@ def run_pica(
             for r in range(settings.n_ensemble)
         ]
 
+    embed = _text_embedder(encoder_spec) if dataset_format == "aokvqa" else None
     journal = Journal(journal_path)
     ledger = Ledger(llm_spec.get("model", "?"), llm_spec.get("price", {}))
     generator = build_generator(llm_spec)
@@ -104,9 +112,12 @@ def run_pica(
 
             records = answer_questions(targets, examples_for, settings, generate)
             if dataset_format == "aokvqa":
-                write_json(
-                    out, {str(r["question_id"]): {"direct_answer": r["answer"]} for r in records}
-                )
+                mc = map_to_choices([r["answer"] for r in records], val["choices"].tolist(), embed)
+                preds = {
+                    str(r["question_id"]): {"direct_answer": r["answer"], "multiple_choice": c}
+                    for r, c in zip(records, mc, strict=True)
+                }
+                write_json(out, preds)
             else:
                 write_json(
                     out,
@@ -118,3 +129,12 @@ def run_pica(
     finally:
         generator.close()
     write_json(ledger_path, ledger.as_dict())
+
+
+def _text_embedder(encoder_spec: dict[str, Any] | None):
+    if encoder_spec is None:
+        raise CrossmodalError("A-OKVQA multiple choice needs the CLIP encoder (--encoder-spec)")
+    from crossmodal.encoders import build_encoder
+
+    encoder = build_encoder(encoder_spec)
+    return lambda texts: encoder.encode_texts(texts)
