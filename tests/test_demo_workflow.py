@@ -81,3 +81,17 @@ def test_second_run_has_nothing_to_do(demo_run):
     proc = run_snakemake(demo_run, "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_report_includes_the_summary_with_captions(demo_run):
+    import zipfile
+
+    proc = run_snakemake(demo_run, "--report", "report.zip")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with zipfile.ZipFile(demo_run / "report.zip") as zf:
+        names = zf.namelist()
+        html = zf.read(next(n for n in names if n.endswith("report.html"))).decode()
+    assert any(n.endswith("/acc.json") for n in names)
+    assert any(n.endswith("/acc.png") for n in names)
+    assert "PICa accuracy against the number of descriptions" in html  # the caption
