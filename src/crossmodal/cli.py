@@ -418,7 +418,10 @@ def _summarize(a: argparse.Namespace) -> None:
 # --- recipes --------------------------------------------------------------------------------
 
 
-def _repo_root() -> Path:
+def _workflow_root(directory: Path) -> Path:
+    """The checkout holding the Snakefile: the working directory's, else this package's."""
+    if (directory / "Snakefile").is_file():
+        return directory.resolve()
     return Path(__file__).resolve().parents[2]
 
 
@@ -442,7 +445,7 @@ def _recipe(a: argparse.Namespace) -> None:
     """Export, verify or replay-configure an exact reproduction recipe."""
     from crossmodal import recipe
 
-    root = _repo_root()
+    root = _workflow_root(a.directory)
     if a.action == "export":
         r = recipe.export(
             a.target,

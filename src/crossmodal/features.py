@@ -252,7 +252,3 @@ def extract_text_features(
             )
             writer.write_table(part)
     return len(texts)
-
-
-def default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1)))

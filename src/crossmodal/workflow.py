@@ -78,17 +78,6 @@ def collections_for(datasets: list[str]) -> list[str]:
     return sorted(names)
 
 
-def data_targets(config: dict[str, Any]) -> list[str]:
-    """Every prepared table for the configured datasets."""
-    out = []
-    for coll in collections_for(config["datasets"]):
-        out += [f"{RESULTS}/data/{coll}/images.parquet", f"{RESULTS}/data/{coll}/captions.parquet"]
-    for name in config["datasets"]:
-        for split in dataset(name).splits:
-            out.append(f"{RESULTS}/data/{name}/{split}/questions.parquet")
-    return out
-
-
 def optional_arg(flag: str, value: str | None) -> str:
     """``--flag 'value'`` shell-quoted, or nothing when the value is empty."""
     import shlex
@@ -108,18 +97,6 @@ def encoder_spec_json(config: dict[str, Any], name: str) -> str:
         return json_arg(config["encoders"][name])
     except KeyError:
         raise KeyError(f"encoder {name!r} is not configured under 'encoders'") from None
-
-
-def feature_targets(config: dict[str, Any]) -> list[str]:
-    """Image features + index per collection, question features per split, for features.encoder."""
-    enc = config["features"]["encoder"]
-    out = []
-    for coll in collections_for(config["datasets"]):
-        out += [f"{RESULTS}/features/{coll}/{enc}.parquet", f"{RESULTS}/index/{coll}/{enc}.faiss"]
-    for name in config["datasets"]:
-        for split in dataset(name).splits:
-            out.append(f"{RESULTS}/features/{name}/{split}/questions.{enc}.parquet")
-    return out
 
 
 GENERATION_KEYS = (
@@ -181,17 +158,6 @@ def tiny_vlm_arch(config: dict[str, Any], folder: str) -> str:
         if spec.get("tiny") and spec["model"].rstrip("/") == folder:
             return spec["tiny"]
     raise KeyError(f"no tiny VLM is configured with model folder {folder!r}")
-
-
-def description_targets(config: dict[str, Any]) -> list[str]:
-    """Descriptions the summary needs: every method on the evaluation split, base on train."""
-    out = []
-    for ds in config["datasets"]:
-        for vlm in config["describe"]["vlms"]:
-            for method in config["describe"]["methods"]:
-                out.append(f"{RESULTS}/{ds}/val/descriptions/{vlm}/{method}.parquet")
-            out.append(f"{RESULTS}/{ds}/train/descriptions/{vlm}/base.parquet")
-    return sorted(set(out))
 
 
 def pica_loops(config: dict[str, Any]) -> list[int]:
