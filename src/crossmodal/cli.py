@@ -445,8 +445,8 @@ def _recipe(a: argparse.Namespace) -> None:
     """Export, verify or replay-configure an exact reproduction recipe."""
     from crossmodal import recipe
 
-    root = _workflow_root(a.directory)
     if a.action == "export":
+        root = _workflow_root(a.directory)
         r = recipe.export(
             a.target,
             a.configfile.resolve(),
