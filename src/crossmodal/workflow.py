@@ -6,6 +6,7 @@ from the data registry, so the rules never hard-code a data set.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from crossmodal.data.registry import COLLECTIONS, DATASETS, collection, dataset
@@ -254,8 +255,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
 def code_version(stage: str, src: str) -> str:
-    """Hash of the source files behind ``stage`` under ``src`` (this checkout's src/)."""
+    """Hash of the source files behind ``stage`` under ``src`` (this checkout's src/).
+
+    Cached: the DAG asks once per job, the files do not change during one Snakemake run."""
     import hashlib
     from pathlib import Path
 
