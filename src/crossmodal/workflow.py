@@ -141,9 +141,7 @@ def describe_inputs(config: dict[str, Any], ds: str, split: str, vlm: str, metho
         "images": f"{RESULTS}/data/{coll}/images.parquet",
         "questions": f"{RESULTS}/data/{ds}/{split}/questions.parquet",
     }
-    spec = config["vlms"][vlm]
-    if spec.get("tiny"):
-        inputs["model"] = f"{spec['model']}/config.json"
+    inputs.update(zip(["model"], model_inputs(config, "vlms", vlm), strict=False))
     if method != "base":
         rc, enc = retrieval_collection(ds), config["features"]["encoder"]
         inputs.update(
@@ -185,9 +183,7 @@ def pica_inputs(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str
         "val_descriptions": f"{base}/val/descriptions/{vlm}/{method}.parquet",
         "train_descriptions": f"{base}/train/descriptions/{vlm}/base.parquet",
     }
-    models = model_inputs(config, "llms", llm)
-    if models:
-        inputs["model"] = models[0]
+    inputs.update(zip(["model"], model_inputs(config, "llms", llm), strict=False))
     return inputs
 
 

@@ -102,3 +102,46 @@ class Ledger:
             "cost_usd": round(cost, 6),
             "prices_usd_per_mtok": self.prices,
         }
+
+
+class JournaledGenerator:
+    """A configured generator behind a journal and a ledger: how every stage sends requests.
+
+    Call it with a list of requests; answered ones come from the journal, the rest are sent
+    and journalled. ``stats()`` is the ledger plus how much was sent versus answered from the
+    journal. Use it as a context manager so the backend (a vLLM server, say) is always closed.
+    """
+
+    def __init__(self, spec: dict, journal_path: str | Path, *, chunk: int = 64):
+        from crossmodal.generation.registry import build_generator
+
+        self.journal = Journal(journal_path)
+        self.ledger = Ledger(spec.get("model", "?"), spec.get("price", {}))
+        self.chunk = chunk
+        self.requested: set[str] = set()
+        self._generator = build_generator(spec)
+
+    def __call__(self, requests: list[Request]) -> list[Response]:
+        self.requested.update(r.key() for r in requests)
+        responses = run_journaled(
+            self._generator.generate, requests, self.journal, chunk=self.chunk
+        )
+        self.ledger.add(responses)
+        return responses
+
+    def stats(self) -> dict:
+        sent = len(set(self.journal.sent_keys))
+        return {
+            **self.ledger.as_dict(),
+            "sent": sent,
+            "answered_from_journal": len(self.requested) - sent,
+        }
+
+    def close(self) -> None:
+        self._generator.close()
+
+    def __enter__(self) -> JournaledGenerator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

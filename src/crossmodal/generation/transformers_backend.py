@@ -117,13 +117,7 @@ class TransformersGenerator:
     def generate(self, requests: list[Request]) -> list[Response]:
         if self.batch_size > 1:
             return self._generate_batched(requests)
-        out = []
-        for r in requests:
-            try:
-                out.append(self._one(r))
-            except (RuntimeError, ValueError, OSError) as exc:
-                out.append(Response("", error=f"{type(exc).__name__}: {exc}"))
-        return out
+        return [self.generate_one(r) for r in requests]
 
     def _generate_batched(self, requests: list[Request]) -> list[Response]:
         def settings(r: Request):
@@ -150,6 +144,7 @@ class TransformersGenerator:
         return out  # type: ignore[return-value]
 
     def generate_one(self, req: Request) -> Response:
+        """One request on the exact path; a failure becomes a reported error, not a crash."""
         try:
             return self._one(req)
         except (RuntimeError, ValueError, OSError) as exc:

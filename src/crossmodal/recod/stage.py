@@ -10,8 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.generation import build_generator
-from crossmodal.generation.journal import Journal, Ledger, run_journaled
+from crossmodal.generation.journal import JournaledGenerator
 from crossmodal.io import write_json, write_table
 from crossmodal.recod.loop import (
     METHODS,
@@ -97,26 +96,14 @@ def run_describe(
     """
     if settings.method not in METHODS:
         raise CrossmodalError(f"method {settings.method!r} unknown; choose one of {METHODS}")
-    journal = Journal(journal_path)
-    ledger = Ledger(vlm_spec.get("model", "?"), vlm_spec.get("price", {}))
-    requested: set[str] = set()
-    generator = build_generator(vlm_spec)
-    try:
-
-        def generate(requests):
-            requested.update(r.key() for r in requests)
-            responses = run_journaled(generator.generate, requests, journal, chunk=chunk)
-            ledger.add(responses)
-            return responses
-
+    with JournaledGenerator(vlm_spec, journal_path, chunk=chunk) as generate:
         if settings.method == "base":
             rows = describe_base(settings, targets, generate)
         else:
             if retrieval is None:
                 raise CrossmodalError(f"method {settings.method} needs a retrieval index")
             rows = _run_recod(settings, targets, generate, retrieval)
-    finally:
-        generator.close()
+        stats = generate.stats()
     empty = sum(1 for r in rows if not r.text.strip())
     provenance = {
         "stage": "describe",
@@ -126,10 +113,7 @@ def run_describe(
         "empty_descriptions": empty,
     }
     write_table(out, rows_table(rows), provenance)
-    stats = ledger.as_dict()
-    sent = len(set(journal.sent_keys))
-    stats.update(sent=sent, answered_from_journal=len(requested) - sent, empty_descriptions=empty)
-    write_json(ledger_path, stats)
+    write_json(ledger_path, {**stats, "empty_descriptions": empty})
     if export_path:
         write_json(export_path, seed_layout(rows))
     if empty:

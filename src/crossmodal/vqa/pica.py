@@ -114,15 +114,20 @@ def map_to_choices(
     """A-OKVQA multiple choice from a direct answer: the choice equal to it after PICa's
     clean-up, else the choice nearest to it by text-embedding similarity (PICa itself answers
     free-form only; this mapping is this pipeline's choice, documented in the README)."""
-    out = []
+    out: list[str | None] = []
+    unmatched = []
     for answer, options in zip(answers, choices, strict=True):
         cleaned = [process_answer(" " + c) for c in options]
-        if answer in cleaned:
-            out.append(options[cleaned.index(answer)])
-            continue
-        emb = embed([answer, *options])
-        out.append(options[int(np.argmax(emb[1:] @ emb[0]))])
-    return out
+        out.append(options[cleaned.index(answer)] if answer in cleaned else None)
+        if out[-1] is None:
+            unmatched.append(len(out) - 1)
+    if unmatched:  # one encoder call for every text that needs embedding
+        texts = sorted({t for i in unmatched for t in (answers[i], *choices[i])})
+        vectors = dict(zip(texts, embed(texts), strict=True))
+        for i in unmatched:
+            sims = [float(vectors[c] @ vectors[answers[i]]) for c in choices[i]]
+            out[i] = choices[i][int(np.argmax(sims))]
+    return out  # type: ignore[return-value]
 
 
 def answer_questions(

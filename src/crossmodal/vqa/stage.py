@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.features import read_embeddings
-from crossmodal.generation import build_generator
-from crossmodal.generation.journal import Journal, Ledger, run_journaled
+from crossmodal.generation.journal import JournaledGenerator
 from crossmodal.io import write_json
 from crossmodal.vqa.pica import (
     Example,
@@ -90,10 +89,7 @@ def run_pica(
         ]
 
     embed = _text_embedder(encoder_spec) if dataset_format == "aokvqa" else None
-    journal = Journal(journal_path)
-    ledger = Ledger(llm_spec.get("model", "?"), llm_spec.get("price", {}))
-    generator = build_generator(llm_spec)
-    try:
+    with JournaledGenerator(llm_spec, journal_path) as generate:
         for k, out in zip(loops, outputs, strict=True):
             targets = []
             for qid, img, q in zip(
@@ -104,11 +100,6 @@ def run_pica(
                     raise CrossmodalError(f"{val_descriptions}: no description for image {img}")
                 context = settings.join.join(d for d in descs[:k] if d)
                 targets.append((qid.item() if hasattr(qid, "item") else qid, context, q))
-
-            def generate(requests):
-                responses = run_journaled(generator.generate, requests, journal)
-                ledger.add(responses)
-                return responses
 
             records = answer_questions(targets, examples_for, settings, generate)
             if dataset_format == "aokvqa":
@@ -126,9 +117,8 @@ def run_pica(
                         for r in records
                     ],
                 )
-    finally:
-        generator.close()
-    write_json(ledger_path, ledger.as_dict())
+        stats = generate.stats()
+    write_json(ledger_path, stats)
 
 
 def _text_embedder(encoder_spec: dict[str, Any] | None):
