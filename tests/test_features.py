@@ -17,6 +17,7 @@ from crossmodal.data.prepare import IMAGES_SCHEMA
 from crossmodal.encoders import build_encoder
 from crossmodal.features import (
     TooManySkipsError,
+    _rebatched,
     extract_image_features,
     extract_text_features,
     read_embeddings,
@@ -84,6 +85,50 @@ def test_matches_direct_encoding_and_row_groups_stream(tiny, good_images, tmp_pa
     direct = tiny.encode_images([str(r[1]) for r in rows])
     np.testing.assert_allclose(emb, direct, atol=1e-5)
     assert pq.ParquetFile(out).num_row_groups == 4  # 7 rows written as they came, 2 per group
+
+
+def test_worker_pixels_normalise_bit_identically_to_the_reference_transform(tiny, good_images):
+    """The split pipeline (PIL part in workers, byte lookup in the main process) must give
+    exactly the tensor of the encoder's own preprocess, so features do not depend on it."""
+    _, rows = good_images
+    images = [Image.open(r[1]).convert("RGB") for r in rows]
+    reference = torch.stack([tiny.preprocess(im) for im in images])
+    chw = [np.asarray(tiny.pil_transform(im)).transpose(2, 0, 1) for im in images]
+    split = tiny.normalise_uint8(torch.from_numpy(np.ascontiguousarray(np.stack(chw))))
+    assert split.dtype == torch.float32 and split.shape == reference.shape
+    assert torch.equal(split, reference)
+    # the GPU path sends the bytes and normalises on the device; same arithmetic, same bits
+    uint8 = torch.from_numpy(np.ascontiguousarray(np.stack(chw)))
+    assert torch.equal(tiny._normalise_on_device(uint8), reference)
+    # every byte value of every channel, not just the ones these images happen to hold
+    every = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)
+    as_pil = Image.fromarray(every[0].permute(1, 2, 0).numpy())
+    expect = tiny.preprocess.transforms[-1](tiny.preprocess.transforms[-2](as_pil))
+    assert torch.equal(tiny.normalise_uint8(every.contiguous())[0], expect)
+
+
+def test_worker_chunks_are_regrouped_into_full_encoder_batches():
+    """Chunks of 3 with skips in between become batches of exactly 4, in input order, and
+    every chunk's errors are reported even when a chunk has nothing decodable."""
+    chunks = [
+        ([0, 1, 2], torch.full((3, 1), 1), ["RGB"] * 3, []),
+        ([4], torch.full((1, 1), 2), ["L"], [(3, "corrupt"), (5, "empty")]),
+        ([], None, [], [(6, "missing")]),
+        ([7, 8, 9], torch.full((3, 1), 3), ["RGB"] * 3, []),
+        ([10], torch.full((1, 1), 4), ["RGB"], []),
+    ]
+    seen = []
+    batches = [  # each yielded tensor is a view of one reused buffer: copy to keep it
+        (idx, px.clone())
+        for idx, px in _rebatched(iter(chunks), 4, lambda n, m, e: seen.append((n, e)))
+    ]
+    assert [b[0] for b in batches] == [[0, 1, 2, 4], [7, 8, 9, 10]]
+    assert batches[0][1].flatten().tolist() == [1, 1, 1, 2]
+    assert batches[1][1].flatten().tolist() == [3, 3, 3, 4]
+    assert [n for n, _ in seen] == [3, 3, 1, 3, 1]  # every path accounted for, 11 in all
+    assert [e for _, errs in seen for e in errs] == [(3, "corrupt"), (5, "empty"), (6, "missing")]
+    short = list(_rebatched(iter(chunks[:2]), 8, lambda *_: None))
+    assert [b[0] for b in short] == [[0, 1, 2, 4]]  # the last batch may be short
 
 
 def test_two_runs_give_identical_bytes(tiny, good_images, tmp_path):

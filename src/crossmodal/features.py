@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ from crossmodal.images import load_image
 from crossmodal.io import atomic_path, with_provenance, write_json
 
 log = logging.getLogger(__name__)
+
+
+# Images per hand-over from a decode worker; the encoder batch is assembled from these.
+WORKER_CHUNK = 32
 
 
 class TooManySkipsError(CrossmodalError):
@@ -59,7 +64,7 @@ def read_embeddings(path: str | Path, id_field: str = "image_id") -> tuple[np.nd
 
 
 class _ImageFiles(Dataset):
-    """Decode + PIL preprocessing in workers; uint8 HWC out when the transform splits."""
+    """Decode + PIL preprocessing in workers; uint8 CHW out when the transform splits."""
 
     def __init__(self, paths: list[str], preprocess, draft_size: int | None, pil_transform=None):
         self.paths, self.preprocess, self.draft_size = paths, preprocess, draft_size
@@ -73,7 +78,8 @@ class _ImageFiles(Dataset):
         if res.error is not None:
             return i, None, res.original_mode, res.error
         if self.pil_transform is not None:
-            pixels = torch.from_numpy(np.array(self.pil_transform(res.image), dtype=np.uint8))
+            hwc = np.asarray(self.pil_transform(res.image), dtype=np.uint8)
+            pixels = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
             return i, pixels, res.original_mode, None
         return i, self.preprocess(res.image), res.original_mode, None
 
@@ -126,7 +132,7 @@ def extract_image_features(
     draft_size = encoder.image_size if draft else None
     loader = DataLoader(
         _ImageFiles(paths, encoder.preprocess, draft_size, encoder.pil_transform),
-        batch_size=batch_size,
+        batch_size=min(batch_size, WORKER_CHUNK),
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=encoder.device.type == "cuda",
@@ -143,67 +149,100 @@ def extract_image_features(
             "source": str(images_parquet),
         },
     )
-    # On the CPU, leave the cores to the decode workers: one intra-op thread for the model
-    # avoids oversubscription (measured in benchmarks/RESULTS.md).
-    threads_before = torch.get_num_threads()
-    if encoder.device.type == "cpu" and workers:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    try:
-        return _extract(
-            encoder,
-            loader,
-            schema,
-            ids,
-            paths,
-            out,
-            report_path,
-            max_skip_fraction,
-            rows_per_group,
-            dtype,
-        )
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def _extract(
-    encoder, loader, schema, ids, paths, out, report_path, max_skip_fraction, rows_per_group, dtype
-) -> ExtractReport:
     skipped: list[dict[str, Any]] = []
     modes: Counter[str] = Counter()
-    encoded = 0
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    with atomic_path(out) as tmp:
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        try:
-            for idx, pixels, batch_modes, errors in tqdm(
-                loader, desc=f"features {out.stem}", unit="batch", leave=False
-            ):
-                for i, err in errors:
-                    skipped.append({"image_id": int(ids[i]), "path": paths[i], "reason": err})
-                modes.update(m for m in batch_modes if m != "RGB")
-                if pixels is None:
-                    continue
-                emb = encoder.encode_pixels(pixels)
-                batch = pa.record_batch(
-                    [pa.array(ids[idx], pa.int64()), embeddings_to_array(emb, dtype)],
-                    schema=schema,
-                )
-                pending.append(batch)
-                pending_rows += len(idx)
-                encoded += len(idx)
-                if pending_rows >= rows_per_group:
-                    writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
-                    pending, pending_rows = [], 0
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
-        finally:
-            writer.close()
+    progress = tqdm(total=len(paths), desc=f"features {out.stem}", unit="img", leave=False)
+
+    def account(n_items, chunk_modes, errors):
+        for i, err in errors:
+            skipped.append({"image_id": int(ids[i]), "path": paths[i], "reason": err})
+        modes.update(m for m in chunk_modes if m != "RGB")
+        progress.update(n_items)
+
+    def finish(encoded: int) -> ExtractReport:
         report = ExtractReport(len(paths), encoded, skipped, dict(sorted(modes.items())))
         write_json(report_path, report.as_dict())
         _check_ceiling(report, max_skip_fraction, report_path)
-    log.info("%d/%d images encoded, %d skipped", encoded, len(paths), len(skipped))
+        return report
+
+    batches = _rebatched(loader, batch_size, account, encoder.device.type == "cuda")
+    with progress, _model_threads(encoder, workers):
+        report = _write_features(encoder, batches, ids, schema, dtype, out, rows_per_group, finish)
+    log.info("%d/%d images encoded, %d skipped", report.encoded, len(paths), len(skipped))
     return report
+
+
+@contextmanager
+def _model_threads(encoder: ClipEncoder, workers: int):
+    """On the CPU, leave the cores to the decode workers: one intra-op thread for the model
+    avoids oversubscription (measured in benchmarks/RESULTS.md)."""
+    before = torch.get_num_threads()
+    if encoder.device.type == "cpu" and workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _rebatched(chunks, batch_size: int, on_chunk, pin_memory: bool = False):
+    """Regroup the workers' small chunks into encoder batches of exactly ``batch_size`` images.
+
+    Workers hand over small chunks so the first batch is ready after a few images instead of a
+    whole batch per worker, and no worker idles at the end while the last big batch encodes;
+    the encoder still sees full batches (the last one may be short). Chunks are copied into one
+    reused buffer: a fresh batch-sized allocation per batch costs measurable page faults. The
+    yielded tensor is a view of that buffer, valid until the next batch is requested.
+    ``on_chunk`` sees every chunk's modes and errors, including chunks with nothing decodable.
+    """
+    buffer: torch.Tensor | None = None
+    idx_buf: list[int] = []
+    for idx, pixels, modes, errors in chunks:
+        on_chunk(len(idx) + len(errors), modes, errors)
+        if pixels is None:
+            continue
+        if buffer is None:
+            buffer = torch.empty((batch_size, *pixels.shape[1:]), dtype=pixels.dtype)
+            buffer = buffer.pin_memory() if pin_memory else buffer
+        start = 0
+        while start < len(idx):
+            take = min(len(idx) - start, batch_size - len(idx_buf))
+            buffer[len(idx_buf) : len(idx_buf) + take].copy_(pixels[start : start + take])
+            idx_buf.extend(idx[start : start + take])
+            start += take
+            if len(idx_buf) == batch_size:
+                yield idx_buf, buffer
+                idx_buf = []
+    if idx_buf:
+        yield idx_buf, buffer[: len(idx_buf)]
+
+
+def _write_features(
+    encoder, batches, ids, schema, dtype, out: Path, rows_per_group: int, finish
+) -> ExtractReport:
+    """Encode each batch and append it to the Parquet file, a row group per ``rows_per_group``
+    rows. ``finish(encoded)`` writes the skip report and may raise (too many skips) before the
+    file is moved into place, so a failed extraction leaves no features file behind."""
+    encoded = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for idx, pixels in batches:
+            emb = encoder.encode_pixels(pixels)
+            pending.append(
+                pa.record_batch(
+                    [pa.array(ids[idx], pa.int64()), embeddings_to_array(emb, dtype)],
+                    schema=schema,
+                )
+            )
+            pending_rows += len(idx)
+            encoded += len(idx)
+            if pending_rows >= rows_per_group:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+                pending, pending_rows = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending), row_group_size=pending_rows)
+        return finish(encoded)
 
 
 def _check_ceiling(report: ExtractReport, max_fraction: float, report_path: Path) -> None:

@@ -35,7 +35,8 @@ def load_image(path: str | Path, draft_size: int | None = None) -> LoadResult:
             if draft_size and im.format == "JPEG":
                 im.draft("RGB", (draft_size, draft_size))
             im.load()  # decode now: truncation surfaces here
-            return LoadResult(im.convert("RGB") if im.mode != "RGB" else im.copy(), mode, None)
+            # Loaded pixels outlive the closed file, so no defensive copy (it cost ~0.1 ms).
+            return LoadResult(im.convert("RGB") if im.mode != "RGB" else im, mode, None)
     except FileNotFoundError:
         return LoadResult(None, None, "missing file")
     except UnidentifiedImageError:
