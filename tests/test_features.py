@@ -288,3 +288,12 @@ def test_hf_backend_loads_a_local_folder(tmp_path):
     assert a.shape == (2, 24) and t.shape == (2, 24)
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(t[0], t[1])
+    # Our preprocessing follows the folder's image processor: at most one byte level apart
+    # (resampling rounding), on almost no pixels.
+    yy, xx = np.mgrid[0:90, 0:120]
+    photo = np.stack([(xx * 2 + yy) % 256, (yy * 3) % 256, (xx * 5) % 256], -1).astype(np.uint8)
+    photo = Image.fromarray(photo)
+    theirs = CLIPImageProcessor.from_pretrained(tmp_path)(images=photo, return_tensors="pt")
+    diff = (enc.preprocess(photo) - theirs["pixel_values"][0]).abs()
+    one_level = 1 / 255 / min(CLIPImageProcessor().image_std)
+    assert diff.max().item() <= one_level + 1e-6 and diff.mean().item() < 1e-3
