@@ -98,7 +98,12 @@ class ClipEncoder:
         return buf
 
     def _normalise_on_device(self, pixels: torch.Tensor) -> torch.Tensor:
-        """On a GPU, send the uint8 bytes and normalise there with torchvision's arithmetic."""
+        """On a GPU, send the uint8 bytes and normalise there with torchvision's arithmetic.
+
+        The copy may be asynchronous from a pinned, reused batch buffer; ``encode_pixels``
+        brings the embeddings back with ``.cpu()``, which waits for it, before the buffer is
+        refilled.
+        """
         x = pixels.to(self.device, non_blocking=True).float().div_(255.0)
         mean = torch.tensor(self._mean, dtype=torch.float32, device=self.device)
         std = torch.tensor(self._std, dtype=torch.float32, device=self.device)
