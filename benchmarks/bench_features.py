@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (model placement)")
     ap.add_argument("--rss", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cm-bench")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
@@ -126,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(a.workers)
     table = make_images(a.cache / f"n{a.n}", a.n)
     paths = pq.read_table(table).column("path").to_pylist()
-    enc = build_encoder(TINY, device="cpu")
+    enc = build_encoder(TINY, device=a.device)
     seed_loop(enc, paths[:256])  # warm up
     rounds = []
     with tempfile.TemporaryDirectory() as d:
@@ -163,6 +164,7 @@ def main() -> None:
     res = {
         "machine": machine(),
         "images": a.n,
+        "device": str(enc.device),
         "median_speedup_vs_seed": median(r["speedup_vs_seed"] for r in rounds),
         "median_pct_of_ceiling": median(r["pct_of_ceiling"] for r in rounds),
         "median_pipeline_only_pct_of_ceiling": median(
