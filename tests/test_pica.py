@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from crossmodal.errors import CrossmodalError
 from crossmodal.generation import Response
 from crossmodal.summary import summarize
 from crossmodal.vqa.pica import (
@@ -93,6 +94,18 @@ def test_ensemble_groups_use_consecutive_ranks():
     assert out == [
         {"question_id": 1, "answer": "x", "rule": "logprob", "candidates": ["x", "x", "x"]}
     ]
+
+
+def test_failed_requests_are_all_named_not_dropped():
+    settings = PicaSettings(n_shot=1, n_ensemble=2)
+
+    def generate(requests):  # the second question's second ensemble member fails for good
+        return [Response("", error="HTTP 500") if i == 3 else Response(" x") for i in range(4)]
+
+    targets = [(7, "ctx", "q?"), (8, "ctx", "q?")]
+    with pytest.raises(CrossmodalError, match="1 of 4 PICa requests failed") as info:
+        answer_questions(targets, lambda i: [[Example("c", "q", "a")]] * 2, settings, generate)
+    assert "question 8: HTTP 500" in str(info.value) and "question 7" not in str(info.value)
 
 
 def test_pica_request_shape():

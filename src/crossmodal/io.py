@@ -81,3 +81,20 @@ def write_table(
         table = table.replace_schema_metadata(with_provenance(table.schema, provenance).metadata)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def texts_by_image(
+    path: str | os.PathLike[str], column: str, order_by: str | None = None
+) -> dict[int, list[str]]:
+    """image_id -> the image's values of ``column``, in file order or sorted by ``order_by``
+    (captions of a collection, descriptions of a describe stage by loop)."""
+    columns = ["image_id", column] + ([order_by] if order_by else [])
+    table = pq.read_table(path, columns=columns)
+    if order_by:
+        table = table.sort_by([("image_id", "ascending"), (order_by, "ascending")])
+    out: dict[int, list[str]] = {}
+    for image_id, value in zip(
+        table.column("image_id").to_pylist(), table.column(column).to_pylist(), strict=True
+    ):
+        out.setdefault(image_id, []).append(value)
+    return out

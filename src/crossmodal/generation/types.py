@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import mimetypes
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,3 +104,20 @@ def user(*parts: Part) -> Message:
 
 def system(content: str) -> Message:
     return Message("system", (text(content),))
+
+
+def raise_for_failures(responses: Sequence[Response], owners: Sequence[Any], what: str) -> None:
+    """Fail naming every request that failed for good (``owners[i]`` names ``responses[i]``).
+
+    Finished requests are already in the journal, so the message tells the user that a rerun
+    resends only the failed ones.
+    """
+    from crossmodal.errors import CrossmodalError
+
+    failed = [(o, r.error) for o, r in zip(owners, responses, strict=True) if not r.ok]
+    if failed:
+        listed = "\n  ".join(f"{o}: {err}" for o, err in failed[:20])
+        raise CrossmodalError(
+            f"{len(failed)} of {len(responses)} {what} requests failed after retries (finished "
+            f"ones are journalled; rerun to retry only these):\n  {listed}"
+        )

@@ -21,7 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.generation.types import Message, Request, Response, image, text
+from crossmodal.generation.types import (
+    Message,
+    Part,
+    Request,
+    Response,
+    image,
+    raise_for_failures,
+    system,
+    text,
+    user,
+)
 from crossmodal.recod import prompts
 from crossmodal.recod.cleanup import keep_sentences, split_sentences, strip_opening
 
@@ -60,39 +70,41 @@ def request_seed(seed: int, image_id: int, loop: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _messages(s: DescribeSettings, *parts) -> tuple[Message, ...]:
-    msgs = []
+def _request(
+    s: DescribeSettings,
+    image_id: int,
+    loop: int,
+    parts: Sequence[Part],
+    prefill: str,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> Request:
+    """A describe request: optional system prompt, one user turn, seed from (image, loop)."""
+    messages: tuple[Message, ...] = (user(*parts),)
     if s.system_prompt:
-        msgs.append(Message("system", (text(s.system_prompt),)))
-    msgs.append(Message("user", tuple(parts)))
-    return tuple(msgs)
+        messages = (system(s.system_prompt), *messages)
+    return Request(
+        messages,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature if temperature is None else temperature,
+        top_p=s.top_p if top_p is None else top_p,
+        seed=request_seed(s.seed, image_id, loop),
+        prefill=prefill,
+    )
 
 
 def base_request(
     s: DescribeSettings, path: str, image_id: int, loop: int, temperature: float, top_p: float
 ) -> Request:
-    return Request(
-        _messages(s, image(path), text(prompts.BASE_PROMPT)),
-        max_tokens=s.max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=request_seed(s.seed, image_id, loop),
-        prefill=prompts.BASE_PREFILL,
-    )
+    parts = (image(path), text(prompts.BASE_PROMPT))
+    return _request(s, image_id, loop, parts, prompts.BASE_PREFILL, temperature, top_p)
 
 
 def text_reference_request(
     s: DescribeSettings, path: str, image_id: int, loop: int, references: Sequence[str]
 ) -> Request:
     prompt = prompts.TEXT_REFERENCE_PROMPT.format(references="\n".join(references))
-    return Request(
-        _messages(s, image(path), text(prompt)),
-        max_tokens=s.max_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        seed=request_seed(s.seed, image_id, loop),
-        prefill=prompts.BASE_PREFILL,
-    )
+    return _request(s, image_id, loop, (image(path), text(prompt)), prompts.BASE_PREFILL)
 
 
 def image_reference_request(
@@ -108,24 +120,7 @@ def image_reference_request(
         )
     else:
         parts = (image(path), image(reference_path), text(prompts.IMAGE_REFERENCE_PROMPT))
-    return Request(
-        _messages(s, *parts),
-        max_tokens=s.max_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        seed=request_seed(s.seed, image_id, loop),
-        prefill=prompts.IMAGE_REFERENCE_PREFILL,
-    )
-
-
-def _check(responses: Sequence[Response], what: str, ids: Sequence[int]) -> None:
-    failed = [(i, r.error) for i, r in zip(ids, responses, strict=True) if not r.ok]
-    if failed:
-        listed = "\n  ".join(f"image {i}: {err}" for i, err in failed[:20])
-        raise CrossmodalError(
-            f"{len(failed)} of {len(ids)} {what} requests failed after retries (finished ones "
-            f"are journalled; rerun to retry only these):\n  {listed}"
-        )
+    return _request(s, image_id, loop, parts, prompts.IMAGE_REFERENCE_PREFILL)
 
 
 Generate = Callable[[list[Request]], list[Response]]
@@ -142,7 +137,7 @@ def describe_base(
             t, p = rng.random(), rng.random()
             requests.append(((image_id, loop), base_request(s, path, image_id, loop, t, p)))
     responses = generate([r for _, r in requests])
-    _check(responses, "base", [k[0] for k, _ in requests])
+    raise_for_failures(responses, [f"image {k[0]}" for k, _ in requests], "base")
     for ((image_id, loop), _), resp in zip(requests, responses, strict=True):
         rows.append(DescriptionRow(image_id, loop, resp.text))
     return rows
@@ -160,7 +155,7 @@ def describe_recod(
     """Base description, then ``n_descriptions - 1`` retrieve-compare loops, loop by loop."""
     ids = [i for i, _ in targets]
     base = generate([base_request(s, p, i, 0, s.temperature, s.top_p) for i, p in targets])
-    _check(base, "base", ids)
+    raise_for_failures(base, [f"image {i}" for i in ids], "base")
     rows = [DescriptionRow(i, 0, r.text) for i, r in zip(ids, base, strict=True)]
     sentences = {i: split_sentences(r.text) for i, r in zip(ids, base, strict=True)}
     retrieved: dict[int, list[int]] = {i: [] for i in ids}
@@ -192,7 +187,7 @@ def describe_recod(
                 refs.append([ref_path])
                 requests.append(image_reference_request(s, path, image_id, loop, ref_path))
         responses = generate(requests)
-        _check(responses, f"loop {loop}", ids)
+        raise_for_failures(responses, [f"image {i}" for i in ids], f"loop {loop}")
         for image_id, ref_id, score, ref, resp in zip(
             ids, best, scores, refs, responses, strict=True
         ):

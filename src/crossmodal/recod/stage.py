@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.generation.journal import JournaledGenerator
-from crossmodal.io import write_json, write_table
+from crossmodal.io import texts_by_image, write_json, write_table
 from crossmodal.recod.loop import (
     METHODS,
     DescribeSettings,
@@ -130,10 +130,7 @@ def _run_recod(settings, targets, generate, retrieval: dict[str, Any]):
 
     encoder = build_encoder(retrieval["encoder_spec"], device=retrieval.get("device", "auto"))
     index = load_index(retrieval["index"])
-    captions: dict[int, list[str]] = {}
-    cap = pq.read_table(retrieval["captions"]).to_pandas()
-    for image_id, caption in zip(cap["image_id"], cap["caption"], strict=True):
-        captions.setdefault(int(image_id), []).append(caption)
+    captions = texts_by_image(retrieval["captions"], "caption")
     imgs = pq.read_table(retrieval["images"], columns=["image_id", "path"]).to_pandas()
     paths = dict(zip(imgs["image_id"].astype(int), imgs["path"], strict=True))
     return describe_recod(

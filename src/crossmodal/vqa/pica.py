@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crossmodal.generation.types import Message, Request, Response, text
+from crossmodal.generation.types import Request, Response, raise_for_failures, text, user
 
 HEADER = "Please answer the question according to the above context.\n===\n"
 
@@ -80,7 +80,7 @@ def rank_examples(
 
 def pica_request(prompt: str, settings: PicaSettings) -> Request:
     return Request(
-        (Message("user", (text(prompt),)),),
+        (user(text(prompt)),),
         max_tokens=settings.max_tokens,
         temperature=0.0,
         top_p=1.0,
@@ -143,15 +143,13 @@ def answer_questions(
             requests.append(pica_request(build_prompt(group, context, question), settings))
             owners.append(i)
     responses = generate(requests)
+    raise_for_failures(responses, [f"question {targets[o][0]}" for o in owners], "PICa")
     grouped: dict[int, list[Response]] = {}
     for owner, resp in zip(owners, responses, strict=True):
         grouped.setdefault(owner, []).append(resp)
     out = []
     for i, (qid, _, _) in enumerate(targets):
         resps = grouped[i]
-        failed = [r.error for r in resps if not r.ok]
-        if failed:
-            raise RuntimeError(f"question {qid}: {failed[0]}")
         answer, rule = choose(resps)
         out.append(
             {

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from crossmodal.errors import CrossmodalError
 from crossmodal.features import read_embeddings
 from crossmodal.generation.journal import JournaledGenerator
-from crossmodal.io import write_json
+from crossmodal.io import texts_by_image, write_json
 from crossmodal.vqa.pica import (
     Example,
     PicaSettings,
@@ -31,15 +31,6 @@ def _lookup(ids: np.ndarray, emb: np.ndarray, wanted, what: str) -> np.ndarray:
     if missing:
         raise CrossmodalError(f"{len(missing)} {what} have no features, e.g. {missing[:5]}")
     return emb[[pos[w] for w in wanted]]
-
-
-def _descriptions(path: str | Path) -> dict[int, list[str]]:
-    table = pq.read_table(path, columns=["image_id", "loop", "text"]).to_pandas()
-    table = table.sort_values(["image_id", "loop"])
-    out: dict[int, list[str]] = {}
-    for image_id, text in zip(table["image_id"], table["text"], strict=True):
-        out.setdefault(int(image_id), []).append(text)
-    return out
 
 
 def run_pica(
@@ -74,8 +65,8 @@ def run_pica(
     it = _lookup(it_ids, it, train["image_id"].tolist(), "training images")
     ranks = rank_examples(qv, iv, qt, it, settings.n_shot * settings.n_ensemble)
 
-    train_desc = _descriptions(train_descriptions)
-    val_desc = _descriptions(val_descriptions)
+    train_desc = texts_by_image(train_descriptions, "text", order_by="loop")
+    val_desc = texts_by_image(val_descriptions, "text", order_by="loop")
     examples = []
     for q, img, answers in zip(train["question"], train["image_id"], train["answers"], strict=True):
         context = train_desc.get(int(img), [""])[0]
