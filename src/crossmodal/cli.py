@@ -269,6 +269,15 @@ def _describe(a: argparse.Namespace) -> None:
     settings = DescribeSettings(**json.loads(a.settings))
     retrieval = None
     if settings.method != "base":
+        needed = {
+            "--encoder-spec": a.encoder_spec,
+            "--index": a.index,
+            "--retrieval-images": a.retrieval_images,
+            "--retrieval-captions": a.retrieval_captions,
+        }
+        missing = [flag for flag, value in needed.items() if value is None]
+        if missing:
+            raise CrossmodalError(f"method {settings.method} needs {', '.join(missing)}")
         retrieval = {
             "encoder_spec": json.loads(a.encoder_spec),
             "index": a.index,

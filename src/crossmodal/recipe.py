@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from crossmodal.config import validate_config
+from crossmodal.data.download import file_digest
 from crossmodal.errors import CrossmodalError
 from crossmodal.io import read_json, write_json
 
@@ -28,11 +29,7 @@ FORMAT = "crossmodal-recipe/1"
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def dag_outputs(snakefile: Path, configfile: Path, target: str, workdir: Path) -> list[dict]:

@@ -17,25 +17,23 @@ MANIFEST = f"{RESOURCES}/manifests/downloads.json"
 DEMO_DONE = f"{RESOURCES}/demo/.generated.json"
 
 
+def _archive_owners():
+    """(archive file name, the collection or dataset it belongs to) for every archive."""
+    for owner in (*COLLECTIONS.values(), *DATASETS.values()):
+        for name in owner.archives:
+            yield name, owner
+
+
 def archive_roots() -> dict[str, str]:
     """Archive file name -> resources-relative folder it extracts into."""
-    roots: dict[str, str] = {}
-    for coll in COLLECTIONS.values():
-        for name in coll.archives:
-            roots[name] = coll.root
-    for ds in DATASETS.values():
-        for name in ds.archives:
-            roots[name] = ds.root
-    return roots
+    return {name: owner.root for name, owner in _archive_owners()}
 
 
 def archive_mirror_key(name: str) -> str:
-    for coll in COLLECTIONS.values():
-        if name in coll.archives:
-            return coll.mirror_key
-    for ds in DATASETS.values():
-        if name in ds.archives:
-            return ds.mirror_key
+    """The config key under ``data.mirrors`` that can replace this archive's URL."""
+    for archive, owner in _archive_owners():
+        if archive == name:
+            return owner.mirror_key
     raise KeyError(name)
 
 
@@ -244,8 +242,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "prepare": ("data/prepare.py", "data/registry.py", "io.py"),
     "features": ("encoders", "features.py", "images.py", "io.py"),
     "index": ("index.py", "features.py"),
-    "describe": ("generation", "recod", "io.py", "index.py"),
-    "pica": ("vqa/pica.py", "vqa/stage.py", "generation", "io.py"),
+    "describe": ("generation", "recod", "io.py", "index.py", "encoders"),
+    "pica": ("vqa/pica.py", "vqa/stage.py", "generation", "io.py", "features.py", "encoders"),
     "score": ("vqa/vqa_eval.py", "vqa/normalize.py", "vqa/aokvqa_eval.py"),
     "summarize": ("summary.py",),
 }

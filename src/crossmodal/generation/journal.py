@@ -47,13 +47,16 @@ def run_journaled(
     journal: Journal,
     *,
     chunk: int = 64,
+    keys: Sequence[str] | None = None,
 ) -> list[Response]:
     """Answer ``requests`` from the journal where possible, generating only the rest.
 
     Identical requests are generated once. Work is sent in chunks and journalled after each, so a
     kill loses at most one chunk of work. A failed request comes back with ``error`` set.
+    ``keys``: the requests' keys when the caller has them already (hashing long prompts is
+    not free).
     """
-    keys = [r.key() for r in requests]
+    keys = [r.key() for r in requests] if keys is None else keys
     todo: dict[str, Request] = {}
     for k, r in zip(keys, requests, strict=True):
         if k not in journal.done and k not in todo:
@@ -80,14 +83,12 @@ class Ledger:
     tokens_in: int = 0
     tokens_out: int = 0
     requests: int = 0
-    from_journal: int = 0
 
-    def add(self, responses: Sequence[Response], *, cached: int = 0) -> None:
+    def add(self, responses: Sequence[Response]) -> None:
         for r in responses:
             self.tokens_in += r.tokens_in
             self.tokens_out += r.tokens_out
         self.requests += len(responses)
-        self.from_journal += cached
 
     def as_dict(self) -> dict:
         cost = (
@@ -122,9 +123,10 @@ class JournaledGenerator:
         self._generator = build_generator(spec)
 
     def __call__(self, requests: list[Request]) -> list[Response]:
-        self.requested.update(r.key() for r in requests)
+        keys = [r.key() for r in requests]
+        self.requested.update(keys)
         responses = run_journaled(
-            self._generator.generate, requests, self.journal, chunk=self.chunk
+            self._generator.generate, requests, self.journal, chunk=self.chunk, keys=keys
         )
         self.ledger.add(responses)
         return responses
