@@ -90,7 +90,7 @@ class AnthropicGenerator:
         body = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text").strip()
         if not body:
             return Response("", error="empty completion")
-        text = f"{req.prefill.rstrip()} {body}" if req.prefill else body
+        text = req.answer(body)
         return Response(text, tokens_in=msg.usage.input_tokens, tokens_out=msg.usage.output_tokens)
 
     def generate(self, requests: list[Request]) -> list[Response]:

@@ -131,7 +131,7 @@ class OpenAIGenerator:
         logprobs = None
         if req.logprobs and choice.logprobs and choice.logprobs.content:
             logprobs = [t.logprob for t in choice.logprobs.content]
-        text = f"{req.prefill} {body}" if req.prefill else body
+        text = req.answer(body)
         usage = resp.usage
         return Response(
             text,

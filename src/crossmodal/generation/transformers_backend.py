@@ -109,10 +109,9 @@ class TransformersGenerator:
                 float(torch.log_softmax(s[0].float(), -1)[t])
                 for s, t in zip(out.scores, new, strict=False)
             ]
-        if req.raw:  # completion style: keep the continuation as generated (PICa cleans it)
-            return Response(text, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
-        full = f"{req.prefill} {text.strip()}" if req.prefill else text.strip()
-        return Response(full, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
+        # completion style keeps the continuation as generated (PICa cleans it)
+        answer = text if req.raw else req.answer(text)
+        return Response(answer, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
 
     def generate(self, requests: list[Request]) -> list[Response]:
         if self.batch_size > 1:
@@ -178,8 +177,9 @@ class TransformersGenerator:
             if pad is not None:
                 new = new[new != pad]
             text = self.processor.decode(new, skip_special_tokens=True).strip()
-            full = f"{r.prefill} {text}" if r.prefill else text
-            out.append(Response(full, tokens_in=int(mask.sum()), tokens_out=int(len(new))))
+            out.append(
+                Response(r.answer(text), tokens_in=int(mask.sum()), tokens_out=int(len(new)))
+            )
         return out
 
     def close(self) -> None:

@@ -53,6 +53,11 @@ class Request:
         payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def answer(self, continuation: str) -> str:
+        """The answer as readers see it: the prefill, then the model's continuation."""
+        body = continuation.strip()
+        return f"{self.prefill.rstrip()} {body}" if self.prefill else body
+
     def images(self) -> list[str]:
         return [p.value for m in self.messages for p in m.parts if p.kind == "image"]
 
