@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
+import zlib
 from importlib import resources
 
 import numpy as np
@@ -22,6 +24,7 @@ from crossmodal.features import (
     extract_text_features,
     read_embeddings,
 )
+from crossmodal.images import load_image
 from crossmodal.io import read_provenance
 
 TINY = {"backend": "tiny", "seed": 0}
@@ -297,3 +300,119 @@ def test_hf_backend_loads_a_local_folder(tmp_path):
     diff = (enc.preprocess(photo) - theirs["pixel_values"][0]).abs()
     one_level = 1 / 255 / min(CLIPImageProcessor().image_std)
     assert diff.max().item() <= one_level + 1e-6 and diff.mean().item() < 1e-3
+
+
+def write_big_png(path, width: int, height: int) -> None:
+    """A valid all-black 1-bit PNG of any size, written row block by row block: a 20000x20000
+    file is 49 kB on disk and never exists in memory (it would need 400 MB decoded)."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(tag + data)
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+    row = b"\x00" + bytes((width + 7) // 8)  # filter byte + packed bits
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(row * 1000) for _ in range(height // 1000)]
+    parts += [comp.compress(row * (height % 1000)), comp.flush()]
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.write(chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)))
+        fh.write(chunk(b"IDAT", b"".join(parts)))
+        fh.write(chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def huge_images(tmp_path):
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "ok.png")
+    write_big_png(tmp_path / "bomb.png", 20000, 20000)  # above PIL's own error threshold
+    write_big_png(tmp_path / "scan.png", 12000, 12000)  # 144 MP: PIL would decode it in full
+    table = tmp_path / "images.parquet"
+    write_images_table(
+        table, [(1, tmp_path / "ok.png"), (2, tmp_path / "bomb.png"), (3, tmp_path / "scan.png")]
+    )
+    return table
+
+
+def test_oversized_images_are_counted_skips_decided_from_the_header(tiny, huge_images, tmp_path):
+    out = tmp_path / "f.parquet"
+    report = extract_image_features(tiny, huge_images, out, workers=2, max_skip_fraction=0.7)
+    ids, _ = read_embeddings(out)
+    assert ids.tolist() == [1]
+    reasons = {s["image_id"]: s["reason"] for s in report.skipped}
+    assert reasons == {
+        2: "too large: 20000x20000 = 400.0 MP > max_pixels 40.0 MP (features.max_pixels)",
+        3: "too large: 12000x12000 = 144.0 MP > max_pixels 40.0 MP (features.max_pixels)",
+    }
+    saved = json.loads(out.with_suffix(".skips.json").read_text())
+    assert saved["skipped_count"] == 2 and saved["encoded"] == 1
+    assert read_provenance(out)["max_pixels"] == 40_000_000
+
+
+def test_oversized_images_count_against_the_skip_ceiling(tiny, huge_images, tmp_path):
+    out = tmp_path / "f.parquet"
+    with pytest.raises(TooManySkipsError, match=r"bomb.png: too large: 20000x20000"):
+        extract_image_features(tiny, huge_images, out, workers=0, max_skip_fraction=0.0)
+    assert not out.exists()
+
+
+def test_max_pixels_is_the_one_limit(tmp_path):
+    """A raised limit decodes what PIL's own check would refuse; no limit leaves PIL's check,
+    whose error and warning are skips too, never exceptions."""
+    scan = tmp_path / "scan.png"
+    write_big_png(scan, 12000, 12000)
+    small = load_image(scan, max_pixels=100)
+    assert small.error is not None and "max_pixels 0.0 MP" in small.error
+    write_big_png(scan, 3000, 3000)
+    assert load_image(scan, max_pixels=10_000_000).image.size == (3000, 3000)
+    bomb = tmp_path / "bomb.png"
+    write_big_png(bomb, 20000, 20000)
+    pil_error = load_image(bomb, max_pixels=None)
+    assert pil_error.image is None and "decompression-bomb" in pil_error.error
+    write_big_png(bomb, 12000, 12000)  # above PIL's warning threshold only
+    pil_warning = load_image(bomb, max_pixels=None)
+    assert pil_warning.image is None and "decompression-bomb" in pil_warning.error
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # PIL's global left as it was
+
+
+def _pixels(path) -> np.ndarray:
+    res = load_image(path)
+    assert res.error is None, res.error
+    rgb = np.asarray(res.image)
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    return rgb[..., 0]
+
+
+def test_16_bit_images_scale_to_8_bits(tmp_path):
+    values = np.array([[0, 257, 1000, 32896, 65280, 65535]], dtype=np.uint16)
+    expected = [0, 1, 4, 128, 254, 255]  # v / 257, rounded
+    Image.fromarray(values).save(tmp_path / "a.png")  # opens as I;16
+    Image.fromarray(values.astype(">u2")).save(tmp_path / "b.tif")  # opens as I;16B
+    assert load_image(tmp_path / "a.png").original_mode == "I;16"
+    assert load_image(tmp_path / "b.tif").original_mode == "I;16B"
+    assert _pixels(tmp_path / "a.png").tolist() == [expected]
+    assert _pixels(tmp_path / "b.tif").tolist() == [expected]
+
+
+def test_32_bit_and_float_images_scale_by_their_range(tmp_path):
+    ints = np.array([[-(2**31), -1, 0, 2**30, 2**31 - 1]], dtype=np.int32)
+    Image.fromarray(ints).save(tmp_path / "i.tif")  # signed 32-bit samples: mode I
+    assert load_image(tmp_path / "i.tif").original_mode == "I"
+    assert _pixels(tmp_path / "i.tif").tolist() == [[0, 127, 128, 191, 255]]
+    floats = np.array([[0.0, 0.25, 0.5, 1.0, 3.0, -1.0, np.nan]], dtype=np.float32)
+    Image.fromarray(floats).save(tmp_path / "f.tif")
+    assert load_image(tmp_path / "f.tif").original_mode == "F"
+    assert _pixels(tmp_path / "f.tif").tolist() == [[0, 64, 128, 255, 255, 0, 0]]
+
+
+def test_16_bit_image_encodes_like_its_8_bit_original(tiny, tmp_path):
+    """A grey photo widened to 16 bits (v * 257) gives the same features, counted as I;16."""
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (48, 64), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    table = tmp_path / "images.parquet"
+    write_images_table(table, [(1, tmp_path / "grey8.png"), (2, tmp_path / "grey16.png")])
+    report = extract_image_features(tiny, table, tmp_path / "f.parquet", workers=0)
+    _, emb = read_embeddings(tmp_path / "f.parquet")
+    np.testing.assert_array_equal(emb[0], emb[1])
+    assert report.converted_modes == {"I;16": 1, "L": 1}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from crossmodal.encoders import ClipEncoder
 from crossmodal.errors import CrossmodalError
-from crossmodal.images import load_image
+from crossmodal.images import DEFAULT_MAX_PIXELS, load_image
 from crossmodal.io import atomic_path, with_provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,22 @@ def read_embeddings(path: str | Path, id_field: str = "image_id") -> tuple[np.nd
 class _ImageFiles(Dataset):
     """Decode + PIL preprocessing in workers; uint8 CHW out when the transform splits."""
 
-    def __init__(self, paths: list[str], preprocess, draft_size: int | None, pil_transform=None):
+    def __init__(
+        self,
+        paths: list[str],
+        preprocess,
+        draft_size: int | None,
+        pil_transform=None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         self.paths, self.preprocess, self.draft_size = paths, preprocess, draft_size
-        self.pil_transform = pil_transform
+        self.pil_transform, self.max_pixels = pil_transform, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        res = load_image(self.paths[i], self.draft_size)
+        res = load_image(self.paths[i], self.draft_size, self.max_pixels)
         if res.error is not None:
             return i, None, res.original_mode, res.error
         if self.pil_transform is not None:
@@ -122,8 +129,13 @@ def extract_image_features(
     max_skip_fraction: float = 0.0,
     rows_per_group: int = 4096,
     report_path: str | Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ExtractReport:
-    """Encode every image listed in images.parquet; write features and the skip report."""
+    """Encode every image listed in images.parquet; write features and the skip report.
+
+    Images whose header declares more than ``max_pixels`` pixels are skipped undecoded, with
+    the reason, and count against ``max_skip_fraction`` like any unreadable image.
+    """
     out = Path(out)
     report_path = Path(report_path) if report_path else out.with_suffix(".skips.json")
     images = pq.read_table(images_parquet, columns=["image_id", "path"])
@@ -131,7 +143,7 @@ def extract_image_features(
     paths = images.column("path").to_pylist()
     draft_size = encoder.image_size if draft else None
     loader = DataLoader(
-        _ImageFiles(paths, encoder.preprocess, draft_size, encoder.pil_transform),
+        _ImageFiles(paths, encoder.preprocess, draft_size, encoder.pil_transform, max_pixels),
         batch_size=min(batch_size, WORKER_CHUNK),
         num_workers=workers,
         collate_fn=_collate,
@@ -145,6 +157,7 @@ def extract_image_features(
             "stage": "extract-features",
             **encoder.provenance(),
             "jpeg_draft": draft,
+            "max_pixels": max_pixels,
             "dtype": dtype,
             "source": str(images_parquet),
         },
