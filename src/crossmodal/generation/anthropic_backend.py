@@ -1,19 +1,20 @@
-"""Claude through the Anthropic Messages API.
+"""Claude through the Anthropic Messages API: a payload adapter on the shared client loop
+(:mod:`crossmodal.generation.http_client`: in flight, retries, errors).
 
 The key is read from ``ANTHROPIC_API_KEY`` only, and a missing key fails at construction, before
-any work. Images go as base64 with the media type read from their bytes. The SDK retries
-429/529/5xx/timeouts with exponential backoff, bounded by ``max_retries``; a request that still
-fails is returned with ``error`` set, reported by the stage and retried by the next run.
-The API takes no seed, so Claude outputs are not reproducible bit for bit.
+any work. Images go as base64 with the media type read from their bytes; a prefill is sent as a
+trailing assistant message, which Claude continues. The API takes no seed and returns no
+log-probabilities, so Claude outputs are not reproducible bit for bit and PICa falls back to a
+majority vote; a raw (completion-style) prompt is sent as one user message.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from crossmodal.errors import CrossmodalError
+from crossmodal.generation.http_client import HTTPGenerator, missing_key
+from crossmodal.generation.registry import CAPABILITIES
 from crossmodal.generation.types import Request, Response, image_base64, image_media_type
 
 
@@ -55,47 +56,55 @@ def anthropic_payload(req: Request) -> dict[str, Any]:
     return payload
 
 
-class AnthropicGenerator:
+def anthropic_response(req: Request, msg: Any) -> Response:
+    continuation = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text")
+    return Response.from_continuation(
+        req,
+        continuation,
+        tokens_in=msg.usage.input_tokens,
+        tokens_out=msg.usage.output_tokens,
+    )
+
+
+class AnthropicGenerator(HTTPGenerator):
+    backend = "anthropic"
+
     def __init__(
         self,
         model: str,
         *,
         base_url: str | None = None,
+        api_key_env: str = "ANTHROPIC_API_KEY",
         max_retries: int = 6,
         timeout: float = 120,
         max_in_flight: int = 8,
+        backoff: float = 1.0,
     ):
         import anthropic
 
-        key = os.environ.get("ANTHROPIC_API_KEY")
-        if not key:
-            raise CrossmodalError(
-                "ANTHROPIC_API_KEY is not set: export it before running a Claude stage "
-                "(the key is read from the environment only and never written anywhere)"
-            )
-        self.model = model
-        self.max_in_flight = max_in_flight
-        self.client = anthropic.Anthropic(
-            api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout
+        key = os.environ.get(api_key_env) or None
+        if key is None:
+            raise missing_key(api_key_env, " before running a Claude stage")
+        client = anthropic.Anthropic(
+            api_key=key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,  # the shared loop is the one retry policy
+        )
+        super().__init__(
+            model,
+            sdk=anthropic,
+            client=client,
+            capabilities=CAPABILITIES["anthropic"],
+            key_env=api_key_env,
+            key=key,
+            base_url=base_url,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            max_retries=max_retries,
+            backoff=backoff,
         )
 
-    def _one(self, req: Request) -> Response:
-        import anthropic
-
-        try:
-            msg = self.client.messages.create(model=self.model, **anthropic_payload(req))
-        except anthropic.APIError as exc:
-            status = getattr(exc, "status_code", None)
-            return Response("", error=f"{type(exc).__name__} (status {status}): {exc}")
-        body = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text").strip()
-        if not body:
-            return Response("", error="empty completion")
-        text = req.answer(body)
-        return Response(text, tokens_in=msg.usage.input_tokens, tokens_out=msg.usage.output_tokens)
-
-    def generate(self, requests: list[Request]) -> list[Response]:
-        with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
-            return list(pool.map(self._one, requests))
-
-    def close(self) -> None:
-        self.client.close()
+    def _send(self, req: Request) -> Response:
+        msg = self.client.messages.create(model=self.model, **anthropic_payload(req))
+        return anthropic_response(req, msg)

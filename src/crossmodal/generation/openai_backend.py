@@ -1,24 +1,25 @@
-"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM's server, others).
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM's server, others): a payload adapter on the
+shared client loop (:mod:`crossmodal.generation.http_client`: in flight, retries, errors).
 
-Images travel as base64 data URLs with their real media type. Many requests are kept in flight
-on a thread pool; the client's own bounded retries handle 429/5xx/timeouts, and a request that
-still fails comes back with ``error`` set (reported by the stage, never dropped). With
-``vllm_extensions`` the assistant prefill is continued (``continue_final_message``), as vLLM
-supports; plain OpenAI endpoints do not continue a prefill, so it is sent as guidance only.
+Images travel as base64 data URLs with their real media type. With ``vllm_extensions`` (a vLLM
+server) the assistant prefill is continued (``continue_final_message``) and raw prompts go to
+the completion endpoint. A plain OpenAI endpoint does neither: a request with a prefill is
+refused (the config check says so first), and a raw prompt is sent as one user chat message,
+the documented fallback.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from crossmodal.errors import CrossmodalError
+from crossmodal.generation.http_client import HTTPGenerator, missing_key
+from crossmodal.generation.registry import capabilities
 from crossmodal.generation.types import Request, Response, image_base64, image_media_type
 
 
 def chat_messages(req: Request) -> list[dict[str, Any]]:
-    """OpenAI chat format: text parts and data-URL image parts."""
+    """OpenAI chat format: text parts and data-URL image parts; the prefill goes last."""
     out = []
     for m in req.messages:
         if all(p.kind == "text" for p in m.parts) and m.role == "system":
@@ -37,7 +38,84 @@ def chat_messages(req: Request) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAIGenerator:
+def raw_prompt(req: Request) -> str:
+    """A completion-style request's prompt: its text parts, joined."""
+    return "".join(p.value for m in req.messages for p in m.parts if p.kind == "text")
+
+
+def chat_kwargs(model: str, req: Request, *, continue_prefill: bool) -> dict[str, Any]:
+    """``chat.completions.create`` arguments for ``req``."""
+    if req.raw:  # no completion endpoint: the prompt as one user message
+        messages: list[dict[str, Any]] = [{"role": "user", "content": raw_prompt(req)}]
+    else:
+        messages = chat_messages(req)
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "logprobs": req.logprobs or None,
+        "stop": list(req.stop) or None,
+    }
+    if req.prefill and continue_prefill:
+        kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+    return kwargs
+
+
+def chat_response(req: Request, resp: Any) -> Response:
+    choice = resp.choices[0]
+    logprobs = None
+    if req.logprobs and choice.logprobs and choice.logprobs.content:
+        logprobs = [t.logprob for t in choice.logprobs.content]
+    usage = resp.usage
+    return Response.from_continuation(
+        req,
+        choice.message.content or "",
+        tokens_in=usage.prompt_tokens if usage else 0,
+        tokens_out=usage.completion_tokens if usage else 0,
+        logprobs=logprobs,
+    )
+
+
+def completion_kwargs(model: str, req: Request) -> dict[str, Any]:
+    """``completions.create`` arguments: raw prompts (PICa, as the reference used GPT-3's)."""
+    return {
+        "model": model,
+        "prompt": raw_prompt(req),
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "logprobs": 1 if req.logprobs else None,
+        "stop": list(req.stop) or None,
+    }
+
+
+def completion_response(req: Request, resp: Any) -> Response:
+    """The continuation and, up to the first newline, its tokens' log-probabilities."""
+    choice = resp.choices[0]
+    logprobs = None
+    if req.logprobs and choice.logprobs and choice.logprobs.token_logprobs is not None:
+        logprobs = []
+        for tok, lp in zip(choice.logprobs.tokens, choice.logprobs.token_logprobs, strict=False):
+            if "\n" in tok:
+                break
+            logprobs.append(lp)
+    usage = resp.usage
+    return Response.from_continuation(
+        req,
+        choice.text or "",
+        tokens_in=usage.prompt_tokens if usage else 0,
+        tokens_out=usage.completion_tokens if usage else 0,
+        logprobs=logprobs,
+    )
+
+
+class OpenAIGenerator(HTTPGenerator):
+    backend = "openai"
+
     def __init__(
         self,
         model: str,
@@ -48,101 +126,37 @@ class OpenAIGenerator:
         timeout: float = 120,
         max_retries: int = 5,
         vllm_extensions: bool = False,
+        backoff: float = 1.0,
     ):
         import openai
 
-        key = os.environ.get(api_key_env)
-        if not key:
-            if base_url is None:
-                raise CrossmodalError(
-                    f"{api_key_env} is not set: export it (the key is read from the environment "
-                    "only), or point the model's base_url at a local server"
-                )
-            key = "EMPTY"  # local servers (vLLM) accept any key
-        self.model = model
+        key = os.environ.get(api_key_env) or None
+        if key is None and base_url is None:
+            raise missing_key(api_key_env, ", or point the model's base_url at a local server")
+        client = openai.OpenAI(
+            base_url=base_url,
+            api_key=key or "EMPTY",  # local servers (vLLM) accept any key
+            timeout=timeout,
+            max_retries=0,  # the shared loop is the one retry policy
+        )
+        super().__init__(
+            model,
+            sdk=openai,
+            client=client,
+            capabilities=capabilities({"backend": "openai", "vllm_extensions": vllm_extensions}),
+            key_env=api_key_env,
+            key=key,
+            base_url=base_url,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            max_retries=max_retries,
+            backoff=backoff,
+        )
         self.vllm_extensions = vllm_extensions
-        self.max_in_flight = max_in_flight
-        self.client = openai.OpenAI(
-            base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries
-        )
 
-    def _completion(self, req: Request) -> Response:
-        """Completion endpoint for raw prompts (PICa, as the reference used GPT-3's)."""
-        import openai
-
-        prompt = "".join(p.value for m in req.messages for p in m.parts if p.kind == "text")
-        try:
-            resp = self.client.completions.create(
-                model=self.model,
-                prompt=prompt,
-                max_tokens=req.max_tokens,
-                temperature=req.temperature,
-                top_p=req.top_p,
-                seed=req.seed,
-                logprobs=1 if req.logprobs else None,
-                stop=list(req.stop) or None,
-            )
-        except openai.OpenAIError as exc:
-            return Response("", error=f"{type(exc).__name__}: {exc}")
-        choice = resp.choices[0]
-        logprobs = None
-        if req.logprobs and choice.logprobs and choice.logprobs.token_logprobs is not None:
-            logprobs = []
-            for tok, lp in zip(
-                choice.logprobs.tokens, choice.logprobs.token_logprobs, strict=False
-            ):
-                if "\n" in tok:
-                    break
-                logprobs.append(lp)
-        usage = resp.usage
-        return Response(
-            choice.text,
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            logprobs=logprobs,
-        )
-
-    def _one(self, req: Request) -> Response:
-        import openai
-
-        if req.raw and self.vllm_extensions:
-            return self._completion(req)
-        extra: dict[str, Any] = {}
-        if req.prefill and self.vllm_extensions:
-            extra = {"continue_final_message": True, "add_generation_prompt": False}
-        try:
-            resp = self.client.chat.completions.create(
-                model=self.model,
-                messages=chat_messages(req),
-                max_tokens=req.max_tokens,
-                temperature=req.temperature,
-                top_p=req.top_p,
-                seed=req.seed,
-                logprobs=req.logprobs or None,
-                stop=list(req.stop) or None,
-                extra_body=extra or None,
-            )
-        except openai.OpenAIError as exc:
-            return Response("", error=f"{type(exc).__name__}: {exc}")
-        choice = resp.choices[0]
-        body = (choice.message.content or "").strip()
-        if not body:
-            return Response("", error="empty completion")
-        logprobs = None
-        if req.logprobs and choice.logprobs and choice.logprobs.content:
-            logprobs = [t.logprob for t in choice.logprobs.content]
-        text = req.answer(body)
-        usage = resp.usage
-        return Response(
-            text,
-            tokens_in=usage.prompt_tokens if usage else 0,
-            tokens_out=usage.completion_tokens if usage else 0,
-            logprobs=logprobs,
-        )
-
-    def generate(self, requests: list[Request]) -> list[Response]:
-        with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
-            return list(pool.map(self._one, requests))
-
-    def close(self) -> None:
-        self.client.close()
+    def _send(self, req: Request) -> Response:
+        if req.raw and self.capabilities.raw_completion:
+            resp = self.client.completions.create(**completion_kwargs(self.model, req))
+            return completion_response(req, resp)
+        kwargs = chat_kwargs(self.model, req, continue_prefill=self.capabilities.prefill)
+        return chat_response(req, self.client.chat.completions.create(**kwargs))

@@ -1,8 +1,14 @@
-"""Build a generator from a config entry (``vlms:`` / ``llms:``)."""
+"""Build a generator from a config entry (``vlms:`` / ``llms:``), and what each backend can do.
+
+Each backend declares its capabilities (:class:`Capabilities`); :func:`capability_problems`
+checks a configuration's stages against them before any work, so a stage never finds out
+half-way through a run that its backend cannot do what it asks.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from crossmodal.errors import CrossmodalError
@@ -31,6 +37,7 @@ def _openai(spec: dict[str, Any]):
         timeout=spec.get("timeout", 120),
         max_retries=spec.get("max_retries", 5),
         vllm_extensions=spec.get("vllm_extensions", False),
+        backoff=spec.get("backoff", 1.0),
     )
 
 
@@ -42,6 +49,8 @@ def _vllm(spec: dict[str, Any]):
         base_url=spec.get("base_url"),
         server_command=spec.get("server_command"),
         server_args=spec.get("server_args", []),
+        dtype=spec.get("dtype", "auto"),
+        gpus=spec.get("gpus", 1),
         startup_timeout=spec.get("startup_timeout", 1200),
         max_in_flight=spec.get("max_in_flight", 64),
         timeout=spec.get("timeout", 300),
@@ -57,6 +66,7 @@ def _anthropic(spec: dict[str, Any]):
         max_retries=spec.get("max_retries", 6),
         timeout=spec.get("timeout", 120),
         max_in_flight=spec.get("max_in_flight", 8),
+        backoff=spec.get("backoff", 1.0),
     )
 
 
@@ -76,3 +86,111 @@ def build_generator(spec: dict[str, Any]):
             f"generation backend {backend!r} unknown; choose one of {sorted(BACKENDS)}"
         )
     return BACKENDS[backend](spec)
+
+
+class CapabilityError(CrossmodalError):
+    """A request or a configured stage needs something its backend cannot do."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do with a request.
+
+    seed: honours the request's seed (same request, same answer).
+    logprobs: returns token log-probabilities.
+    prefill: continues an assistant prefill (the answer starts with the prefill's words).
+    raw_completion: a completion endpoint, the prompt sent as is, with no chat template.
+    images: takes image parts.
+    """
+
+    seed: bool
+    logprobs: bool
+    prefill: bool
+    raw_completion: bool
+    images: bool
+
+
+ALL = Capabilities(seed=True, logprobs=True, prefill=True, raw_completion=True, images=True)
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "transformers": ALL,
+    "vllm": ALL,
+    # A plain OpenAI chat endpoint cannot continue an assistant message; vLLM's server can
+    # (continue_final_message) and also serves the completion endpoint for any model.
+    "openai": replace(ALL, prefill=False, raw_completion=False),
+    # The Messages API continues a trailing assistant message but takes no seed, returns no
+    # log-probabilities and has no completion endpoint.
+    "anthropic": replace(ALL, seed=False, logprobs=False, raw_completion=False),
+}
+
+
+def capabilities(spec: dict[str, Any]) -> Capabilities:
+    """The capabilities of the backend a config entry (``vlms.X`` / ``llms.X``) selects."""
+    backend = spec.get("backend")
+    if backend not in CAPABILITIES:
+        raise CrossmodalError(
+            f"generation backend {backend!r} unknown; choose one of {sorted(CAPABILITIES)}"
+        )
+    caps = CAPABILITIES[backend]
+    if backend == "openai" and spec.get("vllm_extensions"):
+        caps = replace(caps, prefill=True, raw_completion=True)
+    return caps
+
+
+def prefill_fix(backend: str) -> str:
+    """How to make a prefill work, or do without it, on ``backend``."""
+    if backend == "openai":
+        return "set vllm_extensions: true for a vLLM server or remove the prefill"
+    return "use a backend that continues a prefill (transformers, vllm, anthropic) or remove it"
+
+
+def capability_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, notes) for the configured stages against their backends' capabilities.
+
+    Describe (each of ``describe.vlms``) needs images, and prefill when the VLM sets a
+    non-empty ``prefill``: neither has a fallback, so a backend without it is an error.
+    PICa (each of ``pica.llms``) prefers log-probabilities and the completion endpoint; each
+    has a documented fallback, so its absence is a note: the ensemble answer by majority vote,
+    and the prompt sent as one user chat message.
+    """
+    errors: list[str] = []
+    notes: list[str] = []
+    for name in config.get("describe", {}).get("vlms", []):
+        spec = config.get("vlms", {}).get(name)
+        if spec is None:
+            errors.append(f"describe.vlms: {name!r} is not configured under vlms; add it there")
+            continue
+        backend, caps = spec.get("backend"), capabilities(spec)
+        if not caps.images:
+            errors.append(
+                f"vlms.{name}.backend: backend {backend!r} takes no images, which the describe "
+                "stage sends; choose a backend that does"
+            )
+        if spec.get("prefill") and not caps.prefill:
+            errors.append(
+                f"vlms.{name}.prefill: backend {backend!r} cannot continue an assistant "
+                f"prefill; {prefill_fix(backend)}"
+            )
+        if not caps.seed:
+            notes.append(
+                f"vlms.{name}: backend {backend!r} takes no seed, so its descriptions are not "
+                "reproducible bit for bit"
+            )
+    for name in config.get("pica", {}).get("llms", []):
+        spec = config.get("llms", {}).get(name)
+        if spec is None:
+            errors.append(f"pica.llms: {name!r} is not configured under llms; add it there")
+            continue
+        backend, caps = spec.get("backend"), capabilities(spec)
+        if not caps.logprobs:
+            notes.append(
+                f"llms.{name}: backend {backend!r} returns no log-probabilities; PICa picks "
+                "each ensemble's answer by majority vote instead of the highest summed "
+                "log-probability"
+            )
+        if not caps.raw_completion:
+            notes.append(
+                f"llms.{name}: backend {backend!r} has no completion endpoint; PICa sends its "
+                "prompt as one user chat message (the chat template applies)"
+            )
+    return errors, notes

@@ -109,9 +109,9 @@ class TransformersGenerator:
                 float(torch.log_softmax(s[0].float(), -1)[t])
                 for s, t in zip(out.scores, new, strict=False)
             ]
-        # completion style keeps the continuation as generated (PICa cleans it)
-        answer = text if req.raw else req.answer(text)
-        return Response(answer, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs)
+        return Response.from_continuation(
+            req, text, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs
+        )
 
     def generate(self, requests: list[Request]) -> list[Response]:
         if self.batch_size > 1:
@@ -178,7 +178,9 @@ class TransformersGenerator:
                 new = new[new != pad]
             text = self.processor.decode(new, skip_special_tokens=True).strip()
             out.append(
-                Response(r.answer(text), tokens_in=int(mask.sum()), tokens_out=int(len(new)))
+                Response.from_continuation(
+                    r, text, tokens_in=int(mask.sum()), tokens_out=int(len(new))
+                )
             )
         return out
 

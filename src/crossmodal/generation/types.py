@@ -7,7 +7,7 @@ import hashlib
 import json
 import mimetypes
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,28 +54,71 @@ class Request:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def answer(self, continuation: str) -> str:
-        """The answer as readers see it: the prefill, then the model's continuation."""
+        """The answer as readers see it: the prefill, then the model's continuation.
+
+        An empty continuation gives the prefill alone (or ""), with no dangling space.
+        """
         body = continuation.strip()
-        return f"{self.prefill.rstrip()} {body}" if self.prefill else body
+        if not self.prefill:
+            return body
+        return f"{self.prefill.rstrip()} {body}" if body else self.prefill.rstrip()
 
     def images(self) -> list[str]:
         return [p.value for m in self.messages for p in m.parts if p.kind == "image"]
 
 
+RETIRED_FIELDS = frozenset({"extra"})
+
+
 @dataclass
 class Response:
-    """Generated text (with the prefill in front), token counts, optional token logprobs."""
+    """Generated text (with the prefill in front), token counts, optional token logprobs.
+
+    ``empty``: the model continued with nothing (see the package docstring: an empty answer is
+    a valid, journalled answer, counted rather than failed).
+    """
 
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
     logprobs: list[float] | None = None
     error: str | None = None  # set when the request failed for good: reported, never dropped
-    extra: dict[str, Any] = field(default_factory=dict)
+    empty: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def from_continuation(
+        cls,
+        req: Request,
+        continuation: str,
+        *,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        logprobs: list[float] | None = None,
+    ) -> Response:
+        """Every backend's answer: the one rule for joining the prefill and for empty answers.
+
+        Chat answers are the prefill plus the stripped continuation; completion-style (``raw``)
+        answers keep the continuation as generated (PICa cleans it). An empty continuation is
+        not an error: requests are seeded, so resending would get the same empty answer.
+        """
+        text = continuation if req.raw else req.answer(continuation)
+        return cls(
+            text,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            logprobs=logprobs,
+            empty=not continuation.strip(),
+        )
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Response:
+        """A journalled response. ``extra``, a retired field that never carried data, is
+        dropped from older journals; any other unknown key is an error."""
+        return cls(**{k: v for k, v in record.items() if k not in RETIRED_FIELDS})
 
 
 class Generator(Protocol):
