@@ -98,9 +98,10 @@ def test_vllm_backend_starts_server_and_openai_client_matches_in_process(tiny_ll
             "max_in_flight": 4,
         }
     )
-    proc = gen.process
+    assert gen.process is None  # started lazily, by the first generate() with requests
     try:
         got = gen.generate(reqs)
+        proc = gen.process
         assert [r.text for r in got] == expected
         assert all(r.tokens_in > 0 for r in got)
         # the plain openai backend against the same server
@@ -120,15 +121,16 @@ def test_vllm_backend_starts_server_and_openai_client_matches_in_process(tiny_ll
 
 
 def test_vllm_backend_reports_a_server_that_dies(tmp_path):
+    gen = build_generator(
+        {
+            "backend": "vllm",
+            "model": str(tmp_path / "nope"),
+            "server_command": SERVER,
+            "startup_timeout": 60,
+        }
+    )
     with pytest.raises(CrossmodalError, match="exited during start-up"):
-        build_generator(
-            {
-                "backend": "vllm",
-                "model": str(tmp_path / "nope"),
-                "server_command": SERVER,
-                "startup_timeout": 60,
-            }
-        )
+        gen.generate([describe_request(tmp_path / "none.jpg")])
 
 
 def test_api_keys_never_reach_outputs(tmp_path, monkeypatch):

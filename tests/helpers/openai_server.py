@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    a = ap.parse_args()
+    a, _ = ap.parse_known_args()  # vLLM's other flags (--dtype, ...) do not apply here
     gen = TransformersGenerator(a.model, device="cpu")
     served = {"count": 0}
 
