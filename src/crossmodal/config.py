@@ -1,12 +1,25 @@
 """Config validation against the workflow's JSON schema, with errors that name the key.
 
-``snakemake.utils.validate`` fills defaults from the schema; before it runs, every violation is
-collected and reported as ``key.path: problem`` lines, so a typo or a bad value stops the run
-before any job starts and says exactly where to look.
+Three passes, all before any job starts:
+
+1. Schema: every violation as a ``key.path: problem`` line. Entries under ``encoders``,
+   ``vlms`` and ``llms`` are checked by hand: ``backend`` first, then the entry against that
+   backend's definition, so a key the backend would ignore is named together with the keys
+   it does read (raw ``oneOf`` / ``if-then`` errors do not say which branch was meant).
+2. Defaults: every default in the schema is filled in, including those of the backend an
+   entry names (``snakemake.utils.validate`` does not descend into conditional branches).
+   After validation every key a stage reads is present, so code reads ``spec["key"]``.
+3. References: names that must point at other entries (``describe.vlms``, ``pica.llms``,
+   ``features.encoder``...) and limits that span two blocks (``pica.loops``).
+
+``validate_config`` runs all three and raises one :class:`ConfigError` listing every problem.
 """
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +30,359 @@ from crossmodal.errors import CrossmodalError
 
 
 class ConfigError(CrossmodalError):
-    """The config does not match the schema."""
+    """The config does not match the schema, or names something that is not configured."""
 
 
-def load_schema(path: str | Path) -> dict[str, Any]:
+Schema = dict[str, Any]
+Config = dict[str, Any]
+
+TINY_MODEL_ROOT = "resources/models"  # where rule make_tiny_vlm builds tiny models
+_TINY_MODEL = re.compile(rf"^{re.escape(TINY_MODEL_ROOT)}/[^/]+$")
+VLLM_ONLY_SAMPLING = ("top_k", "repetition_penalty")  # sent by openai only with vllm_extensions
+
+
+def load_schema(path: str | Path) -> Schema:
     with open(path) as fh:
         return yaml.safe_load(fh)
 
 
-def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """Every schema violation as ``key.path: message``, sorted by path."""
-    validator = jsonschema.validators.validator_for(schema)(schema)
+# --- the schema's shape -------------------------------------------------------------------
+
+
+def _resolve(node: Schema, schema: Schema) -> Schema:
+    """Follow a local ``$ref`` (``#/$defs/name``); other nodes are returned as they are."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    if not ref.startswith("#/"):
+        raise ConfigError(f"config schema: only local references are supported, got {ref!r}")
+    target: Any = schema
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return _resolve(target, schema)
+
+
+def _backend_rules(node: Schema) -> Iterator[tuple[str, Schema]]:
+    """(backend, then-schema) for each ``allOf`` rule of the form ``if backend == X``."""
+    for rule in node.get("allOf", []):
+        backend = rule.get("if", {}).get("properties", {}).get("backend", {}).get("const")
+        if backend is not None and "then" in rule:
+            yield backend, rule["then"]
+
+
+def backend_definitions(schema: Schema, section: str) -> dict[str, Schema]:
+    """Backend name -> the definition an entry under ``section`` with that backend must match.
+
+    Empty for a section whose entries are not dispatched on ``backend``.
+    """
+    extra = schema["properties"][section].get("additionalProperties")
+    if not isinstance(extra, dict):
+        return {}
+    entry = _resolve(extra, schema)
+    return {backend: _resolve(then, schema) for backend, then in _backend_rules(entry)}
+
+
+def backend_sections(schema: Schema) -> list[str]:
+    """Top-level sections of named entries that each pick a backend (encoders, vlms, llms)."""
+    return [name for name in schema["properties"] if backend_definitions(schema, name)]
+
+
+def schema_key_paths(schema: Schema) -> dict[str, set[str]]:
+    """Every key the schema defines, as a dotted path, with the backends that accept it.
+
+    Named entries appear as ``NAME`` (``vlms.NAME.top_k``); keys outside backend-dispatched
+    sections map to an empty set. This is what config/README.md must document.
+    """
+    paths: dict[str, set[str]] = {}
+
+    def walk(node: Schema, prefix: str, backend: str | None) -> None:
+        node = _resolve(node, schema)
+        for key, sub in node.get("properties", {}).items():
+            path = f"{prefix}{key}"
+            paths.setdefault(path, set())
+            if backend is not None:
+                paths[path].add(backend)
+            walk(sub, f"{path}.", backend)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            entry = _resolve(extra, schema)
+            rules = list(_backend_rules(entry))
+            for name, then in rules:
+                walk(then, f"{prefix}NAME.", name)
+            if not rules:
+                walk(entry, f"{prefix}NAME.", backend)
+
+    walk(schema, "", None)
+    return paths
+
+
+# --- pass 1: schema ----------------------------------------------------------------------
+
+
+def _where(path: Any) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _format_errors(
+    errors: Iterator[jsonschema.ValidationError], prefix: str, backend: str | None
+) -> list[str]:
+    """``key.path: problem`` lines; ``prefix`` is the path of the validated instance."""
     problems = []
-    for err in validator.iter_errors(config):
-        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    for err in errors:
+        where = ".".join(p for p in (prefix, _where(err.absolute_path)) if p) or "(top level)"
+        allowed = sorted(err.schema.get("properties", {})) if isinstance(err.schema, dict) else []
         if err.validator == "additionalProperties":
-            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            allowed = ", ".join(sorted(err.schema.get("properties", {})))
-            for key in extra:
-                key_path = f"{where}.{key}" if err.absolute_path else key
-                problems.append(f"{key_path}: unknown key (allowed here: {allowed})")
+            for key in sorted(set(err.instance) - set(allowed)):
+                key_path = f"{where}.{key}" if where != "(top level)" else str(key)
+                if backend is not None and where == prefix:
+                    problems.append(
+                        f"{key_path}: not a key of the {backend!r} backend "
+                        f"(its keys: {', '.join(allowed)})"
+                    )
+                else:
+                    problems.append(f"{key_path}: unknown key (allowed here: {', '.join(allowed)})")
+        elif err.validator == "required":
+            missing = [k for k in err.validator_value if k not in err.instance]
+            for key in missing:
+                key_path = f"{where}.{key}" if where != "(top level)" else str(key)
+                by = f" by the {backend!r} backend" if backend and where == prefix else ""
+                problems.append(f"{key_path}: missing (required{by})")
         else:
             problems.append(f"{where}: {err.message}")
+    return problems
+
+
+def _validator(schema: Schema, node: Schema) -> jsonschema.protocols.Validator:
+    """A validator for ``node`` that resolves references against the whole schema."""
+    rooted = {"$defs": schema.get("$defs", {}), **node}
+    return jsonschema.validators.validator_for(schema)(rooted)
+
+
+def _vllm_only_problems(path: str, entry: Config, definition: Schema) -> list[str]:
+    """An ``openai`` entry sends top_k / repetition_penalty only to a vLLM server."""
+    if entry.get("backend") != "openai" or entry.get("vllm_extensions") is True:
+        return []
+    problems = []
+    for key in VLLM_ONLY_SAMPLING:
+        default = definition["properties"].get(key, {}).get("default")
+        if key in entry and entry[key] != default:
+            problems.append(
+                f"{path}.{key}: the 'openai' backend sends it only to a vLLM server; set "
+                f"{path}.vllm_extensions: true, or remove it (default {default!r})"
+            )
+    return problems
+
+
+def entry_problems(schema: Schema, section: str, name: str, entry: Any) -> list[str]:
+    """Problems of one named entry under ``section``: its backend, then that backend's keys."""
+    path = f"{section}.{name}"
+    definitions = backend_definitions(schema, section)
+    choices = ", ".join(sorted(definitions))
+    if not isinstance(entry, dict):
+        return [f"{path}: must be a mapping with a backend key ({choices})"]
+    if "backend" not in entry:
+        return [f"{path}.backend: missing; choose one of {choices}"]
+    backend = entry["backend"]
+    if backend not in definitions:
+        return [f"{path}.backend: {backend!r} is not a backend; choose one of {choices}"]
+    definition = definitions[backend]
+    errors = _validator(schema, definition).iter_errors(entry)
+    return _format_errors(errors, path, backend) + _vllm_only_problems(path, entry, definition)
+
+
+def config_problems(config: Config, schema: Schema) -> list[str]:
+    """Every schema violation as ``key.path: message``, sorted by path."""
+    sections = backend_sections(schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    # entries of backend sections are checked by entry_problems, which says which backend
+    top = (
+        err
+        for err in validator.iter_errors(config)
+        if not (len(err.absolute_path) >= 2 and err.absolute_path[0] in sections)
+    )
+    problems = _format_errors(top, "", None)
+    for section in sections:
+        entries = config.get(section) if isinstance(config, dict) else None
+        if isinstance(entries, dict):
+            for name, entry in entries.items():
+                problems += entry_problems(schema, section, str(name), entry)
     return sorted(problems)
 
 
-def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
-    """Raise ConfigError naming every bad key; otherwise fill defaults in place and return it."""
-    from snakemake.utils import validate
+# --- pass 2: defaults --------------------------------------------------------------------
 
-    problems = config_problems(config, load_schema(schema_path))
+
+def fill_defaults(instance: Any, schema: Schema, node: Schema | None = None) -> Any:
+    """Set every missing key that has a schema default, in place, and return ``instance``.
+
+    Descends into filled and given values alike, into named entries (``additionalProperties``)
+    and into the definition of the backend an entry names. Values of the wrong type are left
+    alone (the schema pass reports them).
+    """
+    node = _resolve(schema if node is None else node, schema)
+    if not isinstance(instance, dict):
+        return instance
+    properties = node.get("properties", {})
+    for key, sub in properties.items():
+        sub = _resolve(sub, schema)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            fill_defaults(instance[key], schema, sub)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in properties:
+                fill_defaults(value, schema, extra)
+    for backend, then in _backend_rules(node):
+        if instance.get("backend") == backend:
+            fill_defaults(instance, schema, then)
+    return instance
+
+
+# --- pass 3: references ------------------------------------------------------------------
+
+
+def _block(config: Config, key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _configured(config: Config, section: str) -> str:
+    names = sorted(_block(config, section))
+    return f"configured: {', '.join(names)}" if names else "none configured"
+
+
+def _names_problems(config: Config, block: str, key: str, section: str) -> list[str]:
+    """Each name in the list ``block.key`` must be an entry under ``section``."""
+    names = _block(config, block).get(key)
+    if not isinstance(names, list):
+        return []
+    known = _block(config, section)
+    return [
+        f"{block}.{key}.{i}: {name!r} is not configured under {section} "
+        f"({_configured(config, section)})"
+        for i, name in enumerate(names)
+        if name not in known
+    ]
+
+
+def _encoder_problems(config: Config) -> list[str]:
+    problems = []
+    encoders = _block(config, "encoders")
+    choice = _block(config, "features").get("encoder")
+    if choice is None:
+        problems.append(
+            "features.encoder: not set; name the encoder used for retrieval and PICa "
+            f"({_configured(config, 'encoders')})"
+        )
+    elif isinstance(choice, str) and choice not in encoders:
+        problems.append(
+            f"features.encoder: {choice!r} is not configured under encoders "
+            f"({_configured(config, 'encoders')})"
+        )
+    pica_choice = _block(config, "pica").get("encoder")
+    if isinstance(pica_choice, str) and pica_choice not in encoders:
+        problems.append(
+            f"pica.encoder: {pica_choice!r} is not configured under encoders "
+            f"({_configured(config, 'encoders')}); null uses features.encoder"
+        )
+    return problems
+
+
+def _loop_problems(config: Config) -> list[str]:
+    loops = _block(config, "pica").get("loops")
+    n = _block(config, "describe").get("n_descriptions")
+    if not isinstance(loops, list) or not isinstance(n, int):
+        return []
+    return [
+        f"pica.loops.{i}: {k} exceeds describe.n_descriptions ({n}); loop k reads a target's "
+        "first k descriptions"
+        for i, k in enumerate(loops)
+        if isinstance(k, int) and k > n
+    ]
+
+
+def _method_problems(config: Config) -> list[str]:
+    describe = _block(config, "describe")
+    if describe.get("vlms") and describe.get("methods") == []:
+        return [
+            "describe.methods: empty while describe.vlms names VLMs; list at least one of "
+            "base, recod, recod_img (or empty describe.vlms)"
+        ]
+    return []
+
+
+def _tiny_problems(config: Config) -> list[str]:
+    """A tiny model is built by rule make_tiny_vlm at resources/models/<folder>, one per folder."""
+    problems = []
+    archs: dict[str, tuple[str, str]] = {}  # folder -> (entry path, arch)
+    for section in ("vlms", "llms"):
+        for name, spec in _block(config, section).items():
+            if not isinstance(spec, dict) or not spec.get("tiny"):
+                continue
+            path, model = f"{section}.{name}", spec.get("model")
+            if not isinstance(model, str) or not _TINY_MODEL.match(model.rstrip("/")):
+                problems.append(
+                    f"{path}.model: {model!r} must be {TINY_MODEL_ROOT}/<folder> for a tiny "
+                    f"model (rule make_tiny_vlm builds it only there)"
+                )
+                continue
+            folder = model.rstrip("/")
+            other = archs.setdefault(folder, (path, spec["tiny"]))
+            if other[1] != spec["tiny"]:
+                problems.append(
+                    f"{path}.tiny: {spec['tiny']!r}, but {other[0]} builds a {other[1]!r} model "
+                    f"in the same folder {folder}; use one architecture or another folder"
+                )
+    return problems
+
+
+def _dataset_problems(config: Config) -> list[str]:
+    from crossmodal.data.registry import DATASETS
+
+    names = config.get("datasets")
+    if not isinstance(names, list):
+        return []
+    return [
+        f"datasets.{i}: {name!r} is not a registered data set (registered: "
+        f"{', '.join(sorted(DATASETS))}; add one in src/crossmodal/data/registry.py)"
+        for i, name in enumerate(names)
+        if name not in DATASETS
+    ]
+
+
+def reference_problems(config: Config) -> list[str]:
+    """Names that point nowhere and limits across blocks, as ``key.path: problem`` lines.
+
+    Expects defaults filled (``fill_defaults``); keys of the wrong type are skipped here
+    because the schema pass reports them.
+    """
+    problems = [
+        *_dataset_problems(config),
+        *_names_problems(config, "describe", "vlms", "vlms"),
+        *_names_problems(config, "pica", "llms", "llms"),
+        *_encoder_problems(config),
+        *_loop_problems(config),
+        *_method_problems(config),
+        *_tiny_problems(config),
+    ]
+    return sorted(problems)
+
+
+# --- all three ---------------------------------------------------------------------------
+
+
+def validate_config(config: Config, schema_path: str | Path) -> Config:
+    """Raise ConfigError naming every bad key; otherwise fill defaults in place and return it.
+
+    On success every key of the schema is present, with the defaults of the backend each
+    entry under encoders, vlms and llms names.
+    """
+    schema = load_schema(schema_path)
+    problems = config_problems(config, schema)
+    problems += reference_problems(fill_defaults(copy.deepcopy(config), schema))
     if problems:
+        problems.sort()
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    validate(config, str(schema_path), set_default=True)
-    return config
+    return fill_defaults(config, schema)
