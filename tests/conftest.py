@@ -21,6 +21,8 @@ class FileServer:
     cut_after: int | None = None  # bytes sent before dropping the connection
     cuts_left: int = 0
     honour_range: bool = True
+    content_types: dict[str, str] = field(default_factory=dict)  # Content-Type per file name
+    length_on_416: bool = True  # send ``Content-Range: bytes */N`` with a 416, as RFC 9110 says
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     url: str = ""
 
@@ -50,6 +52,8 @@ def file_server() -> Iterator[FileServer]:
                 start = int(rng.removeprefix("bytes=").split("-")[0])
                 if start >= len(body):
                     self.send_response(416)
+                    if state.length_on_416:
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -58,6 +62,8 @@ def file_server() -> Iterator[FileServer]:
             else:
                 self.send_response(200)
             payload = body[start:]
+            if name in state.content_types:
+                self.send_header("Content-Type", state.content_types[name])
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if state.cuts_left > 0 and state.cut_after is not None:
