@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -160,3 +161,78 @@ def test_question_without_annotation_is_an_error(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"annotations": []}))
     with pytest.raises(DataFormatError, match="no annotation for question_id 5"):
         prepare_okvqa(tmp_path / "q.json", tmp_path / "a.json", tmp_path / "o.parquet")
+
+
+def _okvqa_files(tmp_path, questions, annotations):
+    (tmp_path / "q.json").write_text(json.dumps({"questions": questions}))
+    (tmp_path / "a.json").write_text(json.dumps({"annotations": annotations}))
+    return tmp_path / "q.json", tmp_path / "a.json"
+
+
+def _q(qid, image_id=9):
+    return {"question_id": qid, "image_id": image_id, "question": "what?"}
+
+
+def _ann(qid, answers=("red",) * 10):
+    return {
+        "question_id": qid,
+        "question_type": "what",
+        "answer_type": "other",
+        "answers": [{"answer": a} for a in answers],
+    }
+
+
+@pytest.mark.parametrize(
+    "questions,annotations,which,needle",
+    [
+        # an empty answer list: vqa-eval would divide by zero after every generation had run
+        ([_q(1)], [_ann(1, answers=())], "a", "question_id 1 has an empty 'answers' list"),
+        # a second annotation would silently replace the real answers
+        ([_q(1)], [_ann(1), _ann(1, answers=("x",) * 10)], "a", "question_id 1 appears twice"),
+        ([_q(1), _q(1)], [_ann(1)], "q", "question_id 1 appears twice"),
+        ([_q("one")], [_ann(1)], "q", "question_id must be an integer, got 'one'"),
+        ([_q(1.5)], [_ann(1)], "q", "question_id must be an integer, got 1.5"),
+        ([_q(1, image_id=None)], [_ann(1)], "q", "image_id must be an integer, got None"),
+        ([_q(1)], [_ann("1")], "a", "question_id must be an integer, got '1'"),
+        ([_q(1), ["not", "an", "object"]], [_ann(1)], "q", "questions[1]: expected an object"),
+        ([_q(1)], [_ann(1), 7], "a", "annotations[1]: expected an object, got int"),
+    ],
+)
+def test_bad_okvqa_records_are_refused_naming_file_and_id(
+    tmp_path, questions, annotations, which, needle
+):
+    qfile, afile = _okvqa_files(tmp_path, questions, annotations)
+    with pytest.raises(DataFormatError, match=re.escape(needle)) as info:
+        prepare_okvqa(qfile, afile, tmp_path / "o.parquet")
+    assert str(qfile if which == "q" else afile) in str(info.value)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "record,needle",
+    [
+        ({"direct_answers": []}, "'direct_answers' is empty"),
+        ({"correct_choice_idx": 2}, "correct_choice_idx 2 is not an index into its 2 choices"),
+        ({"choices": []}, "'choices' must be a non-empty list"),
+        ({"question_id": None}, "question_id must be a non-empty string, got None"),
+        ({"image_id": "5"}, "image_id must be an integer, got '5'"),
+    ],
+)
+def test_bad_aokvqa_records_are_refused(tmp_path, record, needle):
+    base = {"question_id": "x1", "image_id": 5, "question": "why?", "choices": ["a", "b"]}
+    (tmp_path / "ao.json").write_text(json.dumps([dict(base, **record)]))
+    with pytest.raises(DataFormatError, match=re.escape(needle)) as info:
+        prepare_aokvqa(tmp_path / "ao.json", tmp_path / "ao.parquet")
+    assert str(tmp_path / "ao.json") in str(info.value)
+
+
+def test_aokvqa_duplicate_and_non_object_entries(tmp_path):
+    q = {"question_id": "x1", "image_id": 5, "question": "why?", "choices": ["a", "b"]}
+    (tmp_path / "ao.json").write_text(json.dumps([q, q]))
+    with pytest.raises(
+        DataFormatError, match=r"question_id 'x1' appears twice \(\[0\] and \[1\]\)"
+    ):
+        prepare_aokvqa(tmp_path / "ao.json", tmp_path / "ao.parquet")
+    (tmp_path / "ao.json").write_text(json.dumps([q, "x2"]))
+    with pytest.raises(DataFormatError, match=r"\[1\]: expected an object, got str"):
+        prepare_aokvqa(tmp_path / "ao.json", tmp_path / "ao.parquet")

@@ -118,9 +118,9 @@ def content_problems(
     elif min_size is not None and size < min_size:
         problems.append(f"{size} bytes, below the manifest's min_size {min_size}")
     lower = name.lower()
-    is_html_name = lower.endswith((".html", ".htm"))
+    is_markup_name = lower.endswith((".html", ".htm", ".xml"))
     looks_html = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_HTML_STARTS)
-    if looks_html and not is_html_name:
+    if looks_html and not is_markup_name:
         problems.append(
             "it is an HTML/XML page, not the data file (open it to read the server's message)"
         )
@@ -132,7 +132,7 @@ def content_problems(
                 problems.append(f"it does not start like a {kind} file (first bytes {head[:8]!r})")
             break
     html_type = (content_type or "").split(";")[0].strip().lower() == "text/html"
-    if html_type and not is_html_name and not magic_ok and not looks_html:
+    if html_type and not is_markup_name and not magic_ok and not looks_html:
         problems.append("the server sent it as Content-Type text/html")
     return problems
 
