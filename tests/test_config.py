@@ -175,7 +175,7 @@ def test_new_vlm_keys_have_their_defaults():
         ({**BASE, "data": {"timeout": 0}}, "data.timeout:"),
         (
             {**BASE, "vlms": {"v": {"backend": "vllm", "model": "m", "top_k": 0}}},
-            "vlms.v.top_k:",
+            "vlms.v.top_k: 0 is not allowed: -1 = off, or k >= 1",
         ),
     ],
 )

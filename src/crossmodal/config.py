@@ -119,34 +119,44 @@ def schema_key_paths(schema: Schema) -> dict[str, set[str]]:
 # --- pass 1: schema ----------------------------------------------------------------------
 
 
-def _where(path: Any) -> str:
-    return ".".join(str(p) for p in path)
+def _dotted(*parts: Any) -> str:
+    """``a.b.0.c`` from path parts; the config root itself is ``(top level)``."""
+    return ".".join(str(p) for p in parts if p != "") or "(top level)"
 
 
 def _format_errors(
     errors: Iterator[jsonschema.ValidationError], prefix: str, backend: str | None
 ) -> list[str]:
-    """``key.path: problem`` lines; ``prefix`` is the path of the validated instance."""
+    """``key.path: problem`` lines; ``prefix`` is the path of the validated instance.
+
+    With ``backend`` set, the instance is one entry validated against that backend's
+    definition, and a stray or missing key at its top says so.
+    """
     problems = []
     for err in errors:
-        where = ".".join(p for p in (prefix, _where(err.absolute_path)) if p) or "(top level)"
-        allowed = sorted(err.schema.get("properties", {})) if isinstance(err.schema, dict) else []
+        path = [prefix, *err.absolute_path]
+        where = _dotted(*path)
+        at_entry = backend is not None and len(err.absolute_path) == 0
         if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
             for key in sorted(set(err.instance) - set(allowed)):
-                key_path = f"{where}.{key}" if where != "(top level)" else str(key)
-                if backend is not None and where == prefix:
-                    problems.append(
-                        f"{key_path}: not a key of the {backend!r} backend "
-                        f"(its keys: {', '.join(allowed)})"
+                if at_entry:
+                    problem = (
+                        f"not a key of the {backend!r} backend (its keys: {', '.join(allowed)})"
                     )
                 else:
-                    problems.append(f"{key_path}: unknown key (allowed here: {', '.join(allowed)})")
+                    problem = f"unknown key (allowed here: {', '.join(allowed)})"
+                problems.append(f"{_dotted(*path, key)}: {problem}")
         elif err.validator == "required":
-            missing = [k for k in err.validator_value if k not in err.instance]
-            for key in missing:
-                key_path = f"{where}.{key}" if where != "(top level)" else str(key)
-                by = f" by the {backend!r} backend" if backend and where == prefix else ""
-                problems.append(f"{key_path}: missing (required{by})")
+            by = f" by the {backend!r} backend" if at_entry else ""
+            for key in err.validator_value:
+                if key not in err.instance:
+                    problems.append(f"{_dotted(*path, key)}: missing (required{by})")
+        elif err.validator in ("anyOf", "oneOf") and "description" in err.schema:
+            # the branches' own messages say little; the key's description says what is allowed
+            problems.append(
+                f"{where}: {err.instance!r} is not allowed: {err.schema['description']}"
+            )
         else:
             problems.append(f"{where}: {err.message}")
     return problems
