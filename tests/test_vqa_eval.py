@@ -177,3 +177,78 @@ def test_aokvqa_rules():
     assert res["multiple_choice"] == pytest.approx(100 * 2 / 3)
     missing = aokvqa_eval.evaluate(data, {"a": {"direct_answer": "z"}})
     assert missing["direct_answer"] == pytest.approx(50.0) and missing["multiple_choice"] == 0.0
+
+
+def _ann(qid, answers):
+    return {"question_id": qid, "question_type": "what", "answer_type": "other", "answers": answers}
+
+
+def test_empty_answer_list_is_an_error_naming_the_id_not_a_division_by_zero():
+    anns = {"annotations": [_ann(1, gt(*["a"] * 10)), _ann(2, [])]}
+    preds = [{"question_id": 1, "answer": "a"}, {"question_id": 2, "answer": "b"}]
+    with pytest.raises(DataFormatError, match="question_id 2 has an empty 'answers' list"):
+        evaluate(anns, preds, "p.json", "a.json")
+    with pytest.raises(DataFormatError, match="no ground-truth answers"):
+        question_accuracy([], "b")
+
+
+def test_duplicate_prediction_is_an_error_not_last_wins():
+    anns = {"annotations": [_ann(1, gt(*["a"] * 10))]}
+    preds = [{"question_id": 1, "answer": "a"}, {"question_id": 1, "answer": "b"}]
+    with pytest.raises(DataFormatError, match=r"p.json: question_id 1 is predicted twice"):
+        evaluate(anns, preds, "p.json")
+
+
+def test_duplicate_annotation_is_an_error():
+    anns = {"annotations": [_ann(1, gt(*["a"] * 10)), _ann(1, gt(*["b"] * 10))]}
+    with pytest.raises(DataFormatError, match=r"a.json: question_id 1 is annotated twice"):
+        evaluate(anns, [{"question_id": 1, "answer": "a"}], "p.json", "a.json")
+
+
+@pytest.mark.parametrize(
+    "questions,annotations,predictions,needle",
+    [
+        ([{"question_id": "x"}], [_ann(1, gt("a"))], [], "q.json: questions[0]: question_id"),
+        ([{"question_id": 1}], [["not an object"]], [], "a.json: annotations[0]: expected"),
+        (
+            [{"question_id": 1}],
+            [_ann(1, gt("a"))],
+            [{"question_id": "one", "answer": "a"}],
+            "p.json: entry 0: question_id must be an integer, got 'one'",
+        ),
+        (
+            [{"question_id": 1}],
+            [_ann(1, [])],
+            [{"question_id": 1, "answer": "a"}],
+            "a.json: annotations[0]: question_id 1 has an empty 'answers' list",
+        ),
+        ([{"question_id": 1}], [_ann(2, gt("a"))], [], "use the questions and annotations files"),
+    ],
+)
+def test_vqa_eval_files_name_the_file_and_the_problem(
+    tmp_path, questions, annotations, predictions, needle
+):
+    from crossmodal.vqa.vqa_eval import evaluate_files
+
+    (tmp_path / "q.json").write_text(json.dumps({"questions": questions}))
+    (tmp_path / "a.json").write_text(json.dumps({"annotations": annotations}))
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    with pytest.raises(DataFormatError) as info:
+        evaluate_files(tmp_path / "q.json", tmp_path / "a.json", tmp_path / "p.json")
+    assert needle in str(info.value).replace(str(tmp_path) + "/", "")
+
+
+def test_aokvqa_duplicates_and_bad_choice_index_are_errors(tmp_path):
+    q = {"question_id": "a", "choices": ["x", "y"], "correct_choice_idx": 1}
+    with pytest.raises(DataFormatError, match="question_id 'a' appears twice"):
+        aokvqa_eval.evaluate([q, q], {})
+    with pytest.raises(DataFormatError, match="correct_choice_idx 2 is not an index"):
+        aokvqa_eval.evaluate([dict(q, correct_choice_idx=2)], {})
+    with pytest.raises(DataFormatError, match="'direct_answers' is empty"):
+        aokvqa_eval.evaluate([dict(q, direct_answers=[])], {})
+    (tmp_path / "d.json").write_text(json.dumps([q]))
+    (tmp_path / "p.json").write_text(
+        '{"a": {"multiple_choice": "x"}, "a": {"multiple_choice": "y"}}'
+    )
+    with pytest.raises(DataFormatError, match=r"p.json: key\(s\) \['a'\] appear more than once"):
+        aokvqa_eval.evaluate_files(tmp_path / "d.json", tmp_path / "p.json")
