@@ -114,6 +114,7 @@ def spec(fake, **kw):
         "base_url": fake.url,
         "max_retries": 3,
         "timeout": 0.5,
+        "backoff": 0.001,  # retries wait for the server's retry-after-ms, or about 1 ms
         **kw,
     }
 
