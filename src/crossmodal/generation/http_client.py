@@ -204,13 +204,12 @@ class HTTPGenerator:
             server = self.base_url or "the API"
             cause = exc.__cause__ or exc
             return Failure("retry", f"{where}: could not reach {server} ({cause})")
-        status = getattr(exc, "status_code", None)
-        if status is None:  # e.g. a response that does not parse
+        if not isinstance(exc, self.sdk.APIStatusError):  # e.g. an answer that does not parse
             return Failure("fail", f"{where}: {type(exc).__name__}: {self._redact(str(exc))}")
-        response = getattr(exc, "response", None)
-        reason = self._redact(server_reason(getattr(exc, "body", None)))
+        status = exc.status_code
+        reason = self._redact(server_reason(exc.body))
         if status in RETRYABLE_STATUS or status >= 500:
-            wait_s = retry_after_seconds(getattr(response, "headers", None))
+            wait_s = retry_after_seconds(exc.response.headers)
             return Failure("retry", f"{where}: HTTP {status}: {reason}", wait_s)
         if status == 401:
             return Failure(
