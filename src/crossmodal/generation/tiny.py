@@ -3,6 +3,10 @@
 They are saved like hub checkpoints (config, safetensors, tokenizer, processor, chat template)
 and loaded back through exactly the code path real models use, so tests and the demo exercise
 the real loading code without any download. Their text is noise: they prove plumbing only.
+
+Both transformers and vLLM load them: attention heads are 32 wide (vLLM's CPU attention takes
+head sizes from 32 up), and the LLaVA weights use the layout of the llava-hf checkpoints
+(``vision_tower.vision_model.*``), which vLLM expects and transformers converts on load.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+HEAD_DIM = 32  # the smallest head size vLLM's CPU attention serves
 
 # Same shape as llava-hf/llava-1.5's template: system text, then USER/ASSISTANT turns.
 LLAVA_CHAT_TEMPLATE = (
@@ -59,6 +65,24 @@ def _tokenizer(vocab_size: int = 512, specials: dict[str, str] | None = None):
     )
 
 
+def _vision_tower_in_hub_layout(folder: Path) -> None:
+    """Rename transformers 5's ``vision_tower.*`` weights to ``vision_tower.vision_model.*``.
+
+    The llava-hf checkpoints (and so vLLM's loader) keep CLIP's ``vision_model`` level;
+    transformers 5 saves without it but loads either layout.
+    """
+    from safetensors.torch import load_file, save_file
+
+    prefix, hub = "vision_tower.", "vision_tower.vision_model."
+    for path in sorted(folder.glob("*.safetensors")):
+        weights = load_file(path)
+        renamed = {
+            hub + k[len(prefix) :] if k.startswith(prefix) and not k.startswith(hub) else k: v
+            for k, v in weights.items()
+        }
+        save_file(renamed, path, metadata={"format": "pt"})
+
+
 def build_tiny_llava(folder: str | Path, seed: int = 0, image_size: int = 32) -> Path:
     """Write a LLaVA-architecture model with a few thousand random weights to ``folder``."""
     from transformers import (
@@ -75,17 +99,17 @@ def build_tiny_llava(folder: str | Path, seed: int = 0, image_size: int = 32) ->
     tokenizer.padding_side = "left"
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
+        hidden_size=2 * HEAD_DIM,
+        intermediate_size=4 * HEAD_DIM,
         num_attention_heads=2,
         num_hidden_layers=2,
         image_size=image_size,
         patch_size=8,
-        projection_dim=16,
+        projection_dim=2 * HEAD_DIM,
     )
     text = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=2 * HEAD_DIM,
+        intermediate_size=4 * HEAD_DIM,
         num_attention_heads=2,
         num_key_value_heads=2,
         num_hidden_layers=2,
@@ -106,6 +130,7 @@ def build_tiny_llava(folder: str | Path, seed: int = 0, image_size: int = 32) ->
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
+    _vision_tower_in_hub_layout(folder)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
             size={"shortest_edge": image_size},
@@ -120,6 +145,10 @@ def build_tiny_llava(folder: str | Path, seed: int = 0, image_size: int = 32) ->
     processor.save_pretrained(folder)
     return folder
 
+
+# Qwen2-VL's multimodal rotary sections (temporal, height, width) split the rotary half of a
+# head; they must sum to HEAD_DIM / 2. Same proportions as Qwen2-VL's [16, 24, 24] for 128.
+MROPE_SECTION = [HEAD_DIM // 8, 3 * HEAD_DIM // 16, 3 * HEAD_DIM // 16]
 
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -156,8 +185,8 @@ def build_tiny_qwen2_vl(folder: str | Path, seed: int = 0) -> Path:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials.values()}
     config = Qwen2VLConfig(
         text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "hidden_size": 2 * HEAD_DIM,
+            "intermediate_size": 4 * HEAD_DIM,
             "num_attention_heads": 2,
             "num_key_value_heads": 2,
             "num_hidden_layers": 2,
@@ -166,17 +195,17 @@ def build_tiny_qwen2_vl(folder: str | Path, seed: int = 0) -> Path:
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+            "rope_scaling": {"type": "mrope", "mrope_section": MROPE_SECTION},
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 10000.0,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": MROPE_SECTION,
             },
         },
         vision_config={
             "depth": 2,
-            "embed_dim": 16,
-            "hidden_size": 32,
+            "embed_dim": 2 * HEAD_DIM,
+            "hidden_size": 2 * HEAD_DIM,
             "num_heads": 2,
             "mlp_ratio": 2,
             "patch_size": 14,

@@ -96,13 +96,13 @@ class TransformersGenerator:
             torch.random.set_rng_state(state)
         n_in = inputs["input_ids"].shape[1]
         new = out.sequences[0, n_in:]
-        if req.stop:  # cut at the first token that contains a stop string
+        text = self._decode(inputs["input_ids"][0].tolist(), new.tolist(), req.stop)
+        if req.stop:  # tokens (and logprobs) end before the first token holding a stop string
             for cut, tok in enumerate(new.tolist()):
                 piece = self.processor.decode([tok], skip_special_tokens=False)
                 if any(stop in piece for stop in req.stop):
                     new = new[:cut]
                     break
-        text = self.processor.decode(new, skip_special_tokens=True)
         logprobs = None
         if req.logprobs:
             logprobs = [
@@ -112,6 +112,33 @@ class TransformersGenerator:
         return Response.from_continuation(
             req, text, tokens_in=int(n_in), tokens_out=int(len(new)), logprobs=logprobs
         )
+
+    def _decode(self, prompt_ids: list[int], new: list[int], stop: tuple[str, ...]) -> str:
+        """The generated text exactly as vLLM's server returns it, so backends agree.
+
+        vLLM detokenizes incrementally (a ``tokenizers`` DecodeStream primed with the prompt)
+        and holds back text that ends in an incomplete UTF-8 character; what is still held
+        back when generation stops is dropped. A plain ``decode()`` would instead end in
+        "\ufffd" wherever the token limit cuts a character. A stop string cuts the text
+        where it starts (the stop string itself is not returned).
+        """
+        from tokenizers.decoders import DecodeStream
+
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer: no incremental decoder to mirror
+            text = tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd")
+            return _cut_at_stop(text, stop)
+        stream = DecodeStream(ids=prompt_ids, skip_special_tokens=True)
+        text = ""
+        for token in new:
+            piece = stream.step(backend, token)
+            if piece:
+                text += piece
+                cut = _cut_at_stop(text, stop)
+                if len(cut) < len(text):
+                    return cut
+        return text
 
     def generate(self, requests: list[Request]) -> list[Response]:
         if self.batch_size > 1:
@@ -176,7 +203,8 @@ class TransformersGenerator:
             new = row[n_in:]
             if pad is not None:
                 new = new[new != pad]
-            text = self.processor.decode(new, skip_special_tokens=True).strip()
+            prompt_ids = row[:n_in][mask.bool()].tolist()
+            text = self._decode(prompt_ids, new.tolist(), ()).strip()
             out.append(
                 Response.from_continuation(
                     r, text, tokens_in=int(mask.sum()), tokens_out=int(len(new))
@@ -186,3 +214,9 @@ class TransformersGenerator:
 
     def close(self) -> None:
         pass
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to the earliest stop string (all of it when none occurs)."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(hits)] if hits else text
