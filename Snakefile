@@ -1,5 +1,11 @@
 # crossmodal: the whole pipeline as one DAG. Rules wire files together; the `crossmodal`
-# package does the work. See ../README.md and config/README.md.
+# package does the work. See README.md and config/README.md.
+import sys
+from pathlib import Path
+
+# The DAG is built by this checkout's own code (as every job runs it), not by whichever
+# `crossmodal` happens to be installed: a recipe replayed in a second checkout stays exact.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 if not config:  # `--configfile X` replaces the paper settings instead of merging into them
     configfile: "config/config.yaml"
@@ -16,5 +22,5 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        final_targets(),
+        wf.summary_targets(config),
     default_target: True

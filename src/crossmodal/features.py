@@ -304,3 +304,40 @@ def extract_text_features(
             )
             writer.write_table(part)
     return len(texts)
+
+
+def run_extract_features(job) -> ExtractReport:
+    """The ``extract-features`` stage (a :class:`crossmodal.stages.ExtractFeatures` job)."""
+    from crossmodal.encoders import build_encoder
+
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    encoder = build_encoder(job.encoder, device=job.device, precision=job.precision)
+    return extract_image_features(
+        encoder,
+        job.images,
+        job.features,
+        batch_size=job.batch_size,
+        workers=job.workers,
+        draft=job.draft,
+        dtype=job.dtype,
+        max_skip_fraction=job.max_skip_fraction,
+        report_path=job.skips,
+        max_pixels=job.max_pixels,
+    )
+
+
+def run_extract_text_features(job) -> int:
+    """The ``extract-text-features`` stage (a :class:`crossmodal.stages.ExtractTextFeatures`)."""
+    from crossmodal.encoders import build_encoder
+
+    encoder = build_encoder(job.encoder, device=job.device, precision=job.precision)
+    n = extract_text_features(
+        encoder,
+        job.table,
+        job.features,
+        id_column=job.id_column,
+        text_column=job.text_column,
+        dtype=job.dtype,
+    )
+    log.info("%d texts encoded -> %s", n, job.features)
+    return n

@@ -8,7 +8,7 @@ ids to exclude (ReCoD never retrieves the same image twice for one target).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.io import atomic_path
+from crossmodal.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,34 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, params: IndexParams) -> fa
     return index
 
 
-def save_index(index: faiss.Index, path: str | Path, meta: dict[str, Any]) -> None:
-    """Write the index and a JSON sidecar (kind, size, provenance) atomically."""
+def save_index(
+    index: faiss.Index, path: str | Path, meta: dict[str, Any], meta_path: str | Path | None = None
+) -> None:
+    """Write the index and a JSON sidecar (kind, size, provenance) atomically; the sidecar goes
+    to ``meta_path``, by default beside the index with a ``.json`` suffix."""
     path = Path(path)
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"ntotal": int(index.ntotal), **meta}, indent=2, sort_keys=True))
+    write_json(meta_path or path.with_suffix(".json"), {"ntotal": int(index.ntotal), **meta})
+
+
+def run_build_index(job) -> faiss.Index:
+    """The ``build-index`` stage (a :class:`crossmodal.stages.BuildIndex` job): the index and
+    a sidecar recording its parameters and the provenance of the features it holds."""
+    from crossmodal.features import read_embeddings
+    from crossmodal.io import read_provenance
+
+    params = IndexParams(**job.params)
+    ids, vectors = read_embeddings(job.features)
+    index = build_index(vectors, ids, params)
+    meta = {
+        "params": dataclasses.asdict(params),
+        "features": str(job.features),
+        "features_provenance": read_provenance(job.features),
+    }
+    save_index(index, job.index, meta, job.meta)
+    log.info("%s index of %d vectors -> %s", params.kind, index.ntotal, job.index)
+    return index
 
 
 def load_index(

@@ -60,8 +60,16 @@ def dag_outputs(snakefile: Path, configfile: Path, target: str, workdir: Path) -
     return rows
 
 
+ACCOUNTING = (
+    "run accounting, not a result: requests sent and answered from the journal "
+    "depend on interruptions and resumes"
+)
+
+
 def nondeterminism(rule: str, config: dict[str, Any], file: str) -> str | None:
     """Why a rule's bytes may differ between faithful replays, or None if they should not."""
+    if file.endswith(".ledger.json"):
+        return ACCOUNTING
 
     def backend_of(section: str, name: str) -> str:
         return config.get(section, {}).get(name, {}).get("backend", "")
@@ -210,3 +218,41 @@ def verify(recipe_path: Path, workdir: Path) -> tuple[list[dict[str, Any]], bool
             }
         )
     return rows, ok
+
+
+def workflow_root(directory: Path) -> Path:
+    """The checkout holding the Snakefile: the working directory's, else this package's."""
+    if (directory / "Snakefile").is_file():
+        return directory.resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def export_target(target: str, configfile: Path, out: Path, directory: Path) -> dict[str, Any]:
+    """``crossmodal recipe export``: the recipe of ``target`` as run in ``directory``."""
+    import logging
+
+    root = workflow_root(directory)
+    r = export(
+        target,
+        configfile.resolve(),
+        out,
+        snakefile=root / "Snakefile",
+        workdir=directory.resolve(),
+        schema=root / "workflow" / "schemas" / "config.schema.yaml",
+    )
+    logging.getLogger(__name__).info(
+        "recipe for %s: %d outputs -> %s", target, len(r["outputs"]), out
+    )
+    return r
+
+
+def verify_and_report(recipe_path: Path, workdir: Path) -> None:
+    """``crossmodal recipe verify``: one line per output, a count, an error on a difference."""
+    rows, ok = verify(recipe_path, workdir)
+    for r in rows:
+        note = "" if r["expected_to_match"] else f"  (not reproducible: {r['why_not']})"
+        print(f"{r['status']:9s} {r['file']}{note}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("equal", "different", "missing")}
+    print(f"{counts['equal']} equal, {counts['different']} different, {counts['missing']} missing")
+    if not ok:
+        raise CrossmodalError("replay differs from the recipe (see the list above)")

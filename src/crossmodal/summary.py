@@ -5,30 +5,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from crossmodal.errors import CrossmodalError
 from crossmodal.io import atomic_path, read_json, write_json
 
 
 def summarize(
-    runs: list[dict[str, Any]], out_json: str | Path, out_png: str | Path, title: str
+    runs: list[dict[str, Any]],
+    scores: list[str | Path],
+    out_json: str | Path,
+    out_png: str | Path,
+    title: str,
 ) -> list[dict[str, Any]]:
-    """``runs``: {vlm, method, loop, llm, score (path), config_hash}. Writes both outputs."""
+    """``runs[i]`` (dataset, vlm, method, loop, llm, config_hash) was scored in ``scores[i]``.
+
+    Every record says over how many questions its accuracy is and how many of the split's
+    questions were left out, by reason (unreadable images, ``describe.limit``).
+    """
+    if len(runs) != len(scores):
+        raise CrossmodalError(f"{len(runs)} runs but {len(scores)} score files")
     records = []
-    for run in runs:
-        scores = read_json(run["score"])
+    for run, path in zip(runs, scores, strict=True):
+        result = read_json(path)
         rec = {k: run[k] for k in ("dataset", "vlm", "method", "loop", "llm", "config_hash")}
-        if "overall" in scores:
-            rec.update(accuracy=scores["overall"], n_questions=scores["n_questions"])
+        if "overall" in result:
+            rec.update(accuracy=result["overall"], n_questions=result["n_questions"])
         else:
             rec.update(
-                accuracy=scores["direct_answer"],
-                n_questions=scores["n_direct_answer"],
-                multiple_choice=scores["multiple_choice"],
+                accuracy=result["direct_answer"],
+                n_questions=result["n_direct_answer"],
+                multiple_choice=result["multiple_choice"],
             )
+        rec.update(
+            n_split_questions=result["n_split_questions"],
+            n_left_out=result["n_left_out"],
+            left_out_by_reason=result["left_out_by_reason"],
+        )
         records.append(rec)
     records.sort(key=lambda r: (r["vlm"], r["method"], r["llm"], r["loop"]))
     write_json(out_json, {"title": title, "runs": records})
     _plot(records, out_png, title)
     return records
+
+
+def run_summarize(job) -> list[dict[str, Any]]:
+    """The ``summarize`` stage (a :class:`crossmodal.stages.Summarize` job)."""
+    return summarize(job.runs, job.scores, job.summary, job.plot, job.title)
 
 
 def _plot(records: list[dict[str, Any]], out_png: str | Path, title: str) -> None:

@@ -1,20 +1,32 @@
-"""Path scheme and target lists for the Snakefile.
+"""How the Snakefile wires stages together: each rule's inputs, outputs and settings.
 
-The rules only wire files together; this module answers "which files exist for this config"
-from the data registry, so the rules never hard-code a data set.
+A rule reads its stage here: ``inputs(w)`` (named files, Snakemake ``unpack``), ``outputs``
+(named path patterns), and ``job(w, input, output)``, which fills the stage's job
+(``crossmodal.stages``) from the rule's own files plus the settings taken from the config, and
+returns its command-line arguments. The job checks that the names match its fields, so a
+stage's files and settings are named once: here, by the job's field names.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from crossmodal import paths, stages
+from crossmodal.codehash import digest, module_closure
 from crossmodal.data.registry import COLLECTIONS, DATASETS, collection, dataset
+from crossmodal.jobs import JOBS, Job
 
-RESOURCES = "resources"
-RESULTS = "results"
-MANIFEST = f"{RESOURCES}/manifests/downloads.json"
-DEMO_DONE = f"{RESOURCES}/demo/.generated.json"
+Config = dict[str, Any]
+Inputs = Callable[[Any], dict[str, Any]]
+Params = Callable[[Any], dict[str, Any]]
+
+
+# --- data sources -----------------------------------------------------------------------------
 
 
 def _archive_owners():
@@ -37,13 +49,9 @@ def archive_mirror_key(name: str) -> str:
     raise KeyError(name)
 
 
-def extracted_marker(archive: str) -> str:
-    return f"{RESOURCES}/.extracted/{archive}.json"
-
-
 def _sources(archives: tuple[str, ...]) -> list[str]:
     """Markers that prove a collection's or dataset's files are in place."""
-    return [extracted_marker(a) for a in archives] if archives else [DEMO_DONE]
+    return [paths.fill(paths.EXTRACTED, archive=a) for a in archives] or [paths.DEMO_DONE]
 
 
 def collection_sources(name: str) -> list[str]:
@@ -54,50 +62,31 @@ def dataset_sources(name: str) -> list[str]:
     return _sources(dataset(name).archives)
 
 
-def collection_paths(name: str) -> dict[str, str]:
-    coll = collection(name)
-    base = f"{RESOURCES}/{coll.root}"
-    return {"image_dir": f"{base}/{coll.images}", "captions": f"{base}/{coll.captions}"}
-
-
-def question_paths(name: str, split: str) -> dict[str, str]:
+def question_files(name: str, split: str) -> dict[str, str | None]:
+    """The official question (and OK-VQA annotation) files of a dataset split."""
     ds = dataset(name)
     s = ds.splits[split]
-    base = f"{RESOURCES}/{ds.root}"
+    base = f"{paths.RESOURCES}/{ds.root}"
     return {
-        "format": ds.format,
-        "questions": f"{base}/{s.questions}",
-        "annotations": f"{base}/{s.annotations}" if s.annotations else "",
+        "questions_json": f"{base}/{s.questions}",
+        "annotations_json": f"{base}/{s.annotations}" if s.annotations else None,
     }
 
 
 def collections_for(datasets: list[str]) -> list[str]:
     """Image collections the configured datasets' splits draw on, in a stable order."""
-    names = {s.collection for d in datasets for s in dataset(d).splits.values()}
-    return sorted(names)
+    return sorted({s.collection for d in datasets for s in dataset(d).splits.values()})
 
 
-def optional_arg(flag: str, value: str | None) -> str:
-    """``--flag 'value'`` shell-quoted, or nothing when the value is empty."""
-    import shlex
-
-    return f"{flag} {shlex.quote(str(value))}" if value else ""
+# --- config helpers ---------------------------------------------------------------------------
 
 
 def json_arg(obj: Any) -> str:
-    """Compact, key-sorted JSON for passing a config block on a command line."""
-    import json
-
+    """Compact, key-sorted JSON (what a config block looks like on a command line)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def encoder_spec_json(config: dict[str, Any], name: str) -> str:
-    try:
-        return json_arg(config["encoders"][name])
-    except KeyError:
-        raise KeyError(f"encoder {name!r} is not configured under 'encoders'") from None
-
-
+# The per-VLM keys that shape requests (sampling and prompts); the rest configures the backend.
 GENERATION_KEYS = (
     "max_tokens",
     "temperature",
@@ -108,24 +97,46 @@ GENERATION_KEYS = (
 )
 
 
-def describe_settings(config: dict[str, Any], vlm: str, method: str, split: str) -> dict:
+def describe_settings(config: Config, vlm: str, method: str, split: str) -> dict[str, Any]:
     """DescribeSettings for one (vlm, method, split): the VLM's sampling + the describe block."""
-    spec = config["vlms"][vlm]
-    d = config["describe"]
-    settings = {k: spec[k] for k in GENERATION_KEYS if k in spec}
-    settings.update(
-        method=method,
-        n_descriptions=d["train_descriptions"] if split == "train" else d["n_descriptions"],
-        seed=d["seed"],
-        n_reference_captions=d["n_reference_captions"],
-        reuse_first_references=d["reuse_first_references"],
-    )
-    return settings
+    spec, d = config["vlms"][vlm], config["describe"]
+    return {
+        **{k: spec[k] for k in GENERATION_KEYS},
+        "method": method,
+        "n_descriptions": d["train_descriptions"] if split == "train" else d["n_descriptions"],
+        "seed": d["seed"],
+        "n_reference_captions": d["n_reference_captions"],
+        "reuse_first_references": d["reuse_first_references"],
+    }
 
 
-def generator_spec(config: dict[str, Any], vlm: str) -> dict:
+def generator_spec(config: Config, vlm: str) -> dict[str, Any]:
     """The backend part of a VLM entry (sampling settings travel in the describe settings)."""
     return {k: v for k, v in config["vlms"][vlm].items() if k not in GENERATION_KEYS}
+
+
+def pica_loops(config: Config) -> list[int]:
+    return config["pica"]["loops"] or list(range(1, config["describe"]["n_descriptions"] + 1))
+
+
+def pica_encoder(config: Config) -> str:
+    """The encoder that selects PICa's in-context examples (``pica.encoder``, else features')."""
+    return config["pica"]["encoder"] or config["features"]["encoder"]
+
+
+def model_inputs(config: Config, section: str, name: str) -> dict[str, str]:
+    """A locally built (tiny) model is a file dependency; hub and API models are not."""
+    spec = config[section][name]
+    return {"model": f"{spec['model']}/config.json"} if spec.get("tiny") else {}
+
+
+def tiny_model_arch(config: Config, name: str) -> str:
+    """The ``tiny`` architecture configured for the model folder ``resources/models/NAME``."""
+    folder = paths.fill(paths.TINY_MODEL_DIR, name=name)
+    for spec in [*config["vlms"].values(), *config["llms"].values()]:
+        if spec.get("tiny") and spec["model"].rstrip("/") == folder:
+            return spec["tiny"]
+    raise KeyError(f"no tiny model is configured with model folder {folder!r}")
 
 
 def retrieval_collection(name: str) -> str:
@@ -133,66 +144,13 @@ def retrieval_collection(name: str) -> str:
     return dataset(name).splits["train"].collection
 
 
-def describe_inputs(config: dict[str, Any], ds: str, split: str, vlm: str, method: str) -> dict:
-    coll = dataset(ds).splits[split].collection
-    inputs = {
-        "images": f"{RESULTS}/data/{coll}/images.parquet",
-        "questions": f"{RESULTS}/data/{ds}/{split}/questions.parquet",
-    }
-    inputs.update(zip(["model"], model_inputs(config, "vlms", vlm), strict=False))
-    if method != "base":
-        rc, enc = retrieval_collection(ds), config["features"]["encoder"]
-        inputs.update(
-            index=f"{RESULTS}/index/{rc}/{enc}.faiss",
-            retrieval_images=f"{RESULTS}/data/{rc}/images.parquet",
-            retrieval_captions=f"{RESULTS}/data/{rc}/captions.parquet",
-        )
-    return inputs
-
-
-def tiny_vlm_arch(config: dict[str, Any], folder: str) -> str:
-    for spec in [*config["vlms"].values(), *config["llms"].values()]:
-        if spec.get("tiny") and spec["model"].rstrip("/") == folder:
-            return spec["tiny"]
-    raise KeyError(f"no tiny VLM is configured with model folder {folder!r}")
-
-
-def pica_loops(config: dict[str, Any]) -> list[int]:
-    return config["pica"]["loops"] or list(range(1, config["describe"]["n_descriptions"] + 1))
-
-
-def model_inputs(config: dict[str, Any], section: str, name: str) -> list[str]:
-    spec = config[section][name]
-    return [f"{spec['model']}/config.json"] if spec.get("tiny") else []
-
-
-def pica_inputs(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str) -> dict:
-    enc = config["features"]["encoder"]
-    d = dataset(ds)
-    vc, tc = d.splits["val"].collection, d.splits["train"].collection
-    base = f"{RESULTS}/{ds}"
-    inputs = {
-        "val_questions": f"{RESULTS}/data/{ds}/val/questions.parquet",
-        "train_questions": f"{RESULTS}/data/{ds}/train/questions.parquet",
-        "val_question_features": f"{RESULTS}/features/{ds}/val/questions.{enc}.parquet",
-        "train_question_features": f"{RESULTS}/features/{ds}/train/questions.{enc}.parquet",
-        "val_image_features": f"{RESULTS}/features/{vc}/{enc}.parquet",
-        "train_image_features": f"{RESULTS}/features/{tc}/{enc}.parquet",
-        "val_descriptions": f"{base}/val/descriptions/{vlm}/{method}.parquet",
-        "train_descriptions": f"{base}/train/descriptions/{vlm}/base.parquet",
-    }
-    inputs.update(zip(["model"], model_inputs(config, "llms", llm), strict=False))
-    return inputs
-
-
-def config_hash(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str) -> str:
+def config_hash(config: Config, ds: str, vlm: str, method: str, llm: str) -> str:
     """Hash of every setting that shapes one (dataset, vlm, method, llm) result."""
-    import hashlib
-
     relevant = {
         "dataset": ds,
         "method": method,
         "encoder": config["encoders"][config["features"]["encoder"]],
+        "pica_encoder": config["encoders"][pica_encoder(config)],
         "features": config["features"],
         "index": config["index"],
         "vlm": config["vlms"][vlm],
@@ -204,7 +162,8 @@ def config_hash(config: dict[str, Any], ds: str, vlm: str, method: str, llm: str
     return hashlib.sha256(json_arg(relevant).encode()).hexdigest()[:16]
 
 
-def score_runs(config: dict[str, Any], ds: str) -> list[dict[str, Any]]:
+def score_runs(config: Config, ds: str) -> list[dict[str, Any]]:
+    """One record per scored run of a dataset: the summary's rows, in a fixed order."""
     runs = []
     for vlm in config["describe"]["vlms"]:
         for method in config["describe"]["methods"]:
@@ -212,58 +171,269 @@ def score_runs(config: dict[str, Any], ds: str) -> list[dict[str, Any]]:
                 h = config_hash(config, ds, vlm, method, llm)
                 for k in pica_loops(config):
                     runs.append(
-                        {
-                            "dataset": ds,
-                            "vlm": vlm,
-                            "method": method,
-                            "loop": k,
-                            "llm": llm,
-                            "config_hash": h,
-                            "score": f"{RESULTS}/{ds}/val/scores/{vlm}/{method}/loop{k}/{llm}.json",
-                        }
+                        dict(dataset=ds, vlm=vlm, method=method, loop=k, llm=llm, config_hash=h)
                     )
     return runs
 
 
-def summary_targets(config: dict[str, Any]) -> list[str]:
-    return [f"{RESULTS}/{ds}/acc.json" for ds in config["datasets"]]
+def summary_targets(config: Config) -> list[str]:
+    return [paths.fill(paths.SUMMARY_JSON, dataset=ds) for ds in config["datasets"]]
 
 
-def official_files(ds: str) -> dict[str, str]:
-    """The raw official question/annotation files of a dataset's val split (for scoring)."""
-    paths = question_paths(ds, "val")
-    return {"questions": paths["questions"], "annotations": paths["annotations"]}
-
-
-# Source files each stage's output depends on, relative to src/crossmodal. A stage's rule takes
-# their hash as a parameter, so editing a stage's code reruns that stage (and what follows).
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "demo": ("data/demo.py", "io.py"),
-    "prepare": ("data/prepare.py", "data/registry.py", "io.py"),
-    "features": ("encoders", "features.py", "images.py", "io.py"),
-    "index": ("index.py", "features.py"),
-    "describe": ("generation", "recod", "io.py", "index.py", "encoders"),
-    "pica": ("vqa/pica.py", "vqa/stage.py", "generation", "io.py", "features.py", "encoders"),
-    "score": ("vqa/vqa_eval.py", "vqa/normalize.py", "vqa/aokvqa_eval.py"),
-    "summarize": ("summary.py",),
-}
+# --- stage code -------------------------------------------------------------------------------
 
 
 @functools.cache
-def code_version(stage: str, src: str) -> str:
-    """Hash of the source files behind ``stage`` under ``src`` (this checkout's src/).
+def code_version(command: str, src: str) -> str:
+    """Hash of the code a stage runs under ``src`` (this checkout's src/): its implementation
+    module with everything that imports, plus the command line that starts it. A rule takes it
+    as a parameter, so editing a stage's code reruns that stage and what follows."""
+    cls = JOBS[command]
+    files = set(module_closure(src, cls.impl.split(":")[0]))
+    files.update(module_closure(src, "crossmodal.cli", False))
+    files.update(module_closure(src, "crossmodal.__main__", False))
+    return digest(sorted(files), src)[:16]
 
-    Cached: the DAG asks once per job, the files do not change during one Snakemake run."""
-    import hashlib
-    from pathlib import Path
 
-    root = Path(src) / "crossmodal"
-    files: list[Path] = []
-    for rel in STAGE_CODE[stage]:
-        p = root / rel
-        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+# --- stages -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One rule's wiring: the job it runs, its named inputs, outputs and settings."""
+
+    cls: type[Job]
+    outputs: dict[str, Any]
+    params: Params
+    inputs: Inputs = field(default=lambda w: {})
+    threads_field: str | None = None  # a job field that takes the rule's (scaled) threads
+
+    def job(self, wildcards: Any, input: Any, output: Any, threads: int) -> str:
+        """The job's command-line arguments from the rule's own files and the settings."""
+        params = self.params(wildcards)
+        if self.threads_field:
+            params[self.threads_field] = threads
+        return self.cls.from_rule(dict(input.items()), dict(output.items()), params).argv()
+
+
+def stages_for(config: Config) -> dict[str, Stage]:
+    """Every rule's stage for this config, by rule name."""
+    f, d, p = config["features"], config["describe"], config["pica"]
+    encoder = f["encoder"]
+    roots = archive_roots()
+    loops = pica_loops(config)
+
+    def describe_inputs(w) -> dict[str, Any]:
+        coll = dataset(w.dataset).splits[w.split].collection
+        inputs = {
+            "images": paths.fill(paths.IMAGES, collection=coll),
+            "questions": paths.fill(paths.QUESTIONS, dataset=w.dataset, split=w.split),
+            "skips": paths.fill(paths.SKIPS, collection=coll, encoder=encoder),
+            **model_inputs(config, "vlms", w.vlm),
+        }
+        if w.method != "base":
+            rc = retrieval_collection(w.dataset)
+            inputs.update(
+                index=paths.fill(paths.INDEX, collection=rc, encoder=encoder),
+                retrieval_images=paths.fill(paths.IMAGES, collection=rc),
+                retrieval_captions=paths.fill(paths.CAPTIONS, collection=rc),
+            )
+        return inputs
+
+    def describe_params(w) -> dict[str, Any]:
+        return {
+            "vlm": generator_spec(config, w.vlm),
+            "settings": describe_settings(config, w.vlm, w.method, w.split),
+            "journal": paths.fill(
+                paths.DESCRIBE_JOURNAL, dataset=w.dataset, split=w.split, vlm=w.vlm, method=w.method
+            ),
+            "chunk": d["chunk"],
+            "shard": int(w.shard),
+            "shards": int(w.shards),
+            "limit": d["limit"],
+            "encoder": config["encoders"][encoder] if w.method != "base" else None,
+        }
+
+    def shard_files(pattern: str) -> Callable[[Any], list[str]]:
+        n = d["shards"]
+        return lambda w: [
+            paths.fill(pattern, **dict(w.items()), shard=i, shards=n) for i in range(n)
+        ]
+
+    def pica_inputs(w) -> dict[str, Any]:
+        ds, enc = dataset(w.dataset), pica_encoder(config)
+        vc, tc = ds.splits["val"].collection, ds.splits["train"].collection
+        desc = dict(dataset=w.dataset, vlm=w.vlm)
+        return {
+            "val_questions": paths.fill(paths.QUESTIONS, dataset=w.dataset, split="val"),
+            "train_questions": paths.fill(paths.QUESTIONS, dataset=w.dataset, split="train"),
+            "val_question_features": paths.fill(
+                paths.QUESTION_FEATURES, dataset=w.dataset, split="val", encoder=enc
+            ),
+            "train_question_features": paths.fill(
+                paths.QUESTION_FEATURES, dataset=w.dataset, split="train", encoder=enc
+            ),
+            "val_image_features": paths.fill(paths.IMAGE_FEATURES, collection=vc, encoder=enc),
+            "train_image_features": paths.fill(paths.IMAGE_FEATURES, collection=tc, encoder=enc),
+            "val_descriptions": paths.fill(
+                paths.DESCRIPTIONS, **desc, split="val", method=w.method
+            ),
+            "train_descriptions": paths.fill(
+                paths.DESCRIPTIONS, **desc, split="train", method="base"
+            ),
+            **model_inputs(config, "llms", w.llm),
+        }
+
+    def score_params(w) -> dict[str, Any]:
+        return {"format": dataset(w.dataset).format, **question_files(w.dataset, "val")}
+
+    return {
+        "download": Stage(
+            stages.Download,
+            {"file": paths.DOWNLOAD},
+            lambda w: {
+                "manifest": paths.MANIFEST,
+                "name": w.archive,
+                "retries": config["data"]["retries"],
+                "timeout": config["data"]["timeout"],
+                "mirror": config["data"]["mirrors"].get(archive_mirror_key(w.archive)),
+            },
+        ),
+        "extract": Stage(
+            stages.Extract,
+            {"done": paths.EXTRACTED},
+            lambda w: {"into": f"{paths.RESOURCES}/{roots[w.archive]}"},
+            lambda w: {"archive": paths.fill(paths.DOWNLOAD, archive=w.archive)},
+        ),
+        "make_demo": Stage(
+            stages.MakeDemo,
+            {"done": paths.DEMO_DONE},
+            lambda w: {"root": paths.DEMO_ROOT, **config["demo"]},
+        ),
+        "prepare_collection": Stage(
+            stages.PrepareCollection,
+            {"images": paths.IMAGES, "captions": paths.CAPTIONS},
+            lambda w: {
+                "image_dir": f"{paths.RESOURCES}/{collection(w.collection).root}/"
+                f"{collection(w.collection).images}",
+                "captions_json": f"{paths.RESOURCES}/{collection(w.collection).root}/"
+                f"{collection(w.collection).captions}",
+            },
+            lambda w: {"sources": collection_sources(w.collection)},
+        ),
+        "prepare_questions": Stage(
+            stages.PrepareQuestions,
+            {"questions": paths.QUESTIONS},
+            lambda w: {"format": dataset(w.dataset).format, **question_files(w.dataset, w.split)},
+            lambda w: {"sources": dataset_sources(w.dataset)},
+        ),
+        "extract_features": Stage(
+            stages.ExtractFeatures,
+            {"features": paths.IMAGE_FEATURES, "skips": paths.SKIPS},
+            lambda w: {
+                "encoder": config["encoders"][w.encoder],
+                **{k: f[k] for k in ("batch_size", "draft", "dtype", "precision", "device")},
+                **{k: f[k] for k in ("max_skip_fraction", "max_pixels")},
+            },
+            lambda w: {"images": paths.fill(paths.IMAGES, collection=w.collection)},
+            threads_field="workers",  # rule threads: features.workers, capped by --cores
+        ),
+        "extract_question_features": Stage(
+            stages.ExtractTextFeatures,
+            {"features": paths.QUESTION_FEATURES},
+            lambda w: {
+                "encoder": config["encoders"][w.encoder],
+                "id_column": "question_id",
+                "text_column": "question",
+                **{k: f[k] for k in ("dtype", "precision", "device")},
+            },
+            lambda w: {"table": paths.fill(paths.QUESTIONS, dataset=w.dataset, split=w.split)},
+        ),
+        "build_index": Stage(
+            stages.BuildIndex,
+            {"index": paths.INDEX, "meta": paths.INDEX_META},
+            lambda w: {"params": config["index"]},
+            lambda w: {
+                "features": paths.fill(
+                    paths.IMAGE_FEATURES, collection=w.collection, encoder=w.encoder
+                )
+            },
+        ),
+        "make_tiny_vlm": Stage(
+            stages.MakeTinyVlm,
+            {"config": paths.TINY_MODEL},
+            lambda w: {"arch": tiny_model_arch(config, w.name), "seed": 0},
+        ),
+        "describe": Stage(
+            stages.Describe,
+            {"table": paths.SHARD, "ledger": paths.SHARD_LEDGER},
+            describe_params,
+            describe_inputs,
+        ),
+        "merge_descriptions": Stage(
+            stages.MergeDescriptions,
+            {
+                "table": paths.DESCRIPTIONS,
+                "ledger": paths.DESCRIPTIONS_LEDGER,
+                "export": paths.DESCRIPTIONS_EXPORT,
+            },
+            lambda w: {},
+            lambda w: {
+                "tables": shard_files(paths.SHARD)(w),
+                "ledgers": shard_files(paths.SHARD_LEDGER)(w),
+            },
+        ),
+        "pica": Stage(
+            stages.Pica,
+            {
+                "answers": [paths.ANSWERS.replace("{k}", str(k)) for k in loops],
+                "ledger": paths.PICA_LEDGER,
+                "coverage": paths.COVERAGE,
+            },
+            lambda w: {
+                "llm": config["llms"][w.llm],
+                "settings": {k: p[k] for k in ("n_shot", "n_ensemble", "max_tokens", "join")},
+                "format": dataset(w.dataset).format,
+                "loops": loops,
+                "journal": paths.fill(
+                    paths.PICA_JOURNAL, dataset=w.dataset, vlm=w.vlm, method=w.method, llm=w.llm
+                ),
+                "encoder": config["encoders"][pica_encoder(config)],
+            },
+            pica_inputs,
+        ),
+        "score": Stage(
+            stages.Score,
+            {"scores": paths.SCORES},
+            score_params,
+            lambda w: {
+                "answers": paths.fill(paths.ANSWERS, **dict(w.items())),
+                "coverage": paths.fill(
+                    paths.COVERAGE, dataset=w.dataset, vlm=w.vlm, method=w.method, llm=w.llm
+                ),
+                "sources": dataset_sources(w.dataset),
+            },
+        ),
+        "summarize": Stage(
+            stages.Summarize,
+            {"summary": paths.SUMMARY_JSON, "plot": paths.SUMMARY_PNG},
+            lambda w: {
+                "runs": score_runs(config, w.dataset),
+                "title": (
+                    f"{w.dataset}: random-weight demo models (smoke run, numbers are meaningless)"
+                    if w.dataset == "demo"
+                    else f"{w.dataset} val: PICa accuracy by number of descriptions"
+                ),
+            },
+            lambda w: {
+                "scores": [
+                    paths.fill(
+                        paths.SCORES,
+                        **{k: r[k] for k in ("dataset", "vlm", "method", "llm")},
+                        k=r["loop"],
+                    )
+                    for r in score_runs(config, w.dataset)
+                ]
+            },
+        ),
+    }

@@ -5,14 +5,9 @@ ARCHIVES = wf.archive_roots()
 
 rule download:
     output:
-        "resources/downloads/{archive}",
+        **STAGES["download"].outputs,
     params:
-        mirror=lambda w: wf.optional_arg(
-            "--mirror", config["data"]["mirrors"].get(wf.archive_mirror_key(w.archive))
-        ),
-        retries=config["data"]["retries"],
-        timeout=config["data"]["timeout"],
-        manifest=wf.MANIFEST,
+        job=STAGES["download"].job,
     wildcard_constraints:
         archive="|".join(re.escape(a) for a in ARCHIVES),
     conda:
@@ -20,81 +15,65 @@ rule download:
     log:
         "results/logs/download/{archive}.log",
     shell:
-        "python -m crossmodal download {wildcards.archive:q} --manifest {params.manifest} "
-        "--dest resources/downloads --retries {params.retries} --timeout {params.timeout} "
-        "{params.mirror} 2> {log}"
+        "python -m crossmodal download {params.job} 2> {log}"
 
 
 rule extract:
     input:
-        "resources/downloads/{archive}",
+        unpack(STAGES["extract"].inputs),
     output:
-        "resources/.extracted/{archive}.json",
+        **STAGES["extract"].outputs,
     params:
-        into=lambda w: f"resources/{ARCHIVES[w.archive]}",
+        job=STAGES["extract"].job,
     conda:
         ENV["eval"]
     log:
         "results/logs/extract/{archive}.log",
     shell:
-        "python -m crossmodal extract {input:q} --into {params.into:q} --done {output:q} 2> {log}"
+        "python -m crossmodal extract {params.job} 2> {log}"
 
 
 rule make_demo:
     output:
-        wf.DEMO_DONE,
+        **STAGES["make_demo"].outputs,
     params:
-        code=wf.code_version("demo", SRC),
-        seed=config["demo"]["seed"],
-        n_train=config["demo"]["n_train"],
-        n_val=config["demo"]["n_val"],
-        size=" ".join(map(str, config["demo"]["image_size"])),
+        job=STAGES["make_demo"].job,
+        code=code("make-demo"),
     conda:
         ENV["eval"]
     log:
         "results/logs/make_demo.log",
     shell:
-        "python -m crossmodal make-demo --root resources/demo --seed {params.seed} "
-        "--n-train {params.n_train} --n-val {params.n_val} --image-size {params.size} "
-        "--done {output} 2> {log}"
+        "python -m crossmodal make-demo {params.job} 2> {log}"
 
 
 rule prepare_collection:
     input:
-        lambda w: wf.collection_sources(w.collection),
+        unpack(STAGES["prepare_collection"].inputs),
     output:
-        images="results/data/{collection}/images.parquet",
-        captions="results/data/{collection}/captions.parquet",
+        **STAGES["prepare_collection"].outputs,
     params:
-        code=wf.code_version("prepare", SRC),
-        paths=lambda w: wf.collection_paths(w.collection),
+        job=STAGES["prepare_collection"].job,
+        code=code("prepare-collection"),
     conda:
         ENV["eval"]
     log:
         "results/logs/prepare_collection/{collection}.log",
     shell:
-        "python -m crossmodal prepare-collection --image-dir {params.paths[image_dir]:q} "
-        "--captions {params.paths[captions]:q} --images-out {output.images} "
-        "--captions-out {output.captions} 2> {log}"
+        "python -m crossmodal prepare-collection {params.job} 2> {log}"
 
 
 rule prepare_questions:
     input:
-        lambda w: wf.dataset_sources(w.dataset),
+        unpack(STAGES["prepare_questions"].inputs),
     output:
-        "results/data/{dataset}/{split}/questions.parquet",
+        **STAGES["prepare_questions"].outputs,
     params:
-        code=wf.code_version("prepare", SRC),
-        paths=lambda w: wf.question_paths(w.dataset, w.split),
-        annotations=lambda w: wf.optional_arg(
-            "--annotations", wf.question_paths(w.dataset, w.split)["annotations"]
-        ),
+        job=STAGES["prepare_questions"].job,
+        code=code("prepare-questions"),
     conda:
         ENV["eval"]
     log:
         "results/logs/prepare_questions/{dataset}_{split}.log",
     shell:
-        "python -m crossmodal prepare-questions --format {params.paths[format]} "
-        "--questions {params.paths[questions]:q} "
-        "{params.annotations} "
-        "--out {output} 2> {log}"
+        "python -m crossmodal prepare-questions {params.job} 2> {log}"

@@ -3,17 +3,15 @@
 
 rule build_index:
     input:
-        "results/features/{collection}/{encoder}.parquet",
+        unpack(STAGES["build_index"].inputs),
     output:
-        index="results/index/{collection}/{encoder}.faiss",
-        meta="results/index/{collection}/{encoder}.json",
+        **STAGES["build_index"].outputs,
     params:
-        code=wf.code_version("index", SRC),
-        index=lambda w: wf.json_arg(config["index"]),
+        job=STAGES["build_index"].job,
+        code=code("build-index"),
     conda:
         ENV["clip"]
     log:
         "results/logs/build_index/{collection}_{encoder}.log",
     shell:
-        "python -m crossmodal build-index --features {input} --out {output.index} "
-        "--params {params.index:q} 2> {log}"
+        "python -m crossmodal build-index {params.job} 2> {log}"

@@ -233,3 +233,13 @@ def build_tiny_qwen2_vl(folder: str | Path, seed: int = 0) -> Path:
     )
     processor.save_pretrained(folder)
     return folder
+
+
+def run_make_tiny_vlm(job) -> Path:
+    """The ``make-tiny-vlm`` stage (a :class:`crossmodal.stages.MakeTinyVlm` job)."""
+    builders = {"llava": build_tiny_llava, "qwen2_vl": build_tiny_qwen2_vl}
+    if job.arch not in builders:
+        from crossmodal.errors import CrossmodalError
+
+        raise CrossmodalError(f"--arch {job.arch!r}: choose one of {sorted(builders)}")
+    return builders[job.arch](Path(job.config).parent, seed=job.seed)

@@ -19,6 +19,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.generation.types import (
@@ -32,6 +33,7 @@ from crossmodal.generation.types import (
     text,
     user,
 )
+from crossmodal.jobs import settings_from_dict
 from crossmodal.recod import prompts
 from crossmodal.recod.cleanup import keep_sentences, split_sentences, strip_opening
 
@@ -42,17 +44,28 @@ METHODS = ("base", "recod", "recod_img")
 
 @dataclass(frozen=True)
 class DescribeSettings:
-    method: str = "recod"
-    n_descriptions: int = 10  # base + 9 loops
-    max_tokens: int = 40
-    temperature: float = 0.2
-    top_p: float = 0.7
-    seed: int = 0
-    system_prompt: str | None = prompts.LLAVA_SYSTEM
-    image_labels: bool = False  # Claude: "Image 1:" / image / "Image 2:" / image / prompt
-    min_sentence_words: int = 0  # Claude's loop keeps sentences of >= 5 words
-    n_reference_captions: int = 2
-    reuse_first_references: bool = False  # the reference Claude text loop's bug, as a switch
+    """How one describe stage samples and loops (no defaults: the config schema has them)."""
+
+    method: str  # base, recod or recod_img
+    n_descriptions: int  # base + loops
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    system_prompt: str | None
+    image_labels: bool  # Claude: "Image 1:" / image / "Image 2:" / image / prompt
+    min_sentence_words: int  # Claude's loop keeps sentences of >= 5 words
+    n_reference_captions: int
+    reuse_first_references: bool  # the reference Claude text loop's bug, as a switch
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DescribeSettings:
+        """Settings from a JSON block, naming any missing or unknown key."""
+        return settings_from_dict(cls, values, "describe settings")
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CrossmodalError(f"method {self.method!r} unknown; choose one of {METHODS}")
 
 
 @dataclass
@@ -150,7 +163,6 @@ def describe_recod(
     retrieve: Callable[[list[list[str]], list[list[int]]], tuple[Sequence[int], Sequence[float]]],
     captions: dict[int, list[str]],
     reference_paths: dict[int, str],
-    on_loop: Callable[[int], None] | None = None,
 ) -> list[DescriptionRow]:
     """Base description, then ``n_descriptions - 1`` retrieve-compare loops, loop by loop."""
     ids = [i for i, _ in targets]
@@ -161,8 +173,6 @@ def describe_recod(
     retrieved: dict[int, list[int]] = {i: [] for i in ids}
     first_refs: dict[int, list[str]] = {}
     for loop in range(1, s.n_descriptions):
-        if on_loop:
-            on_loop(loop)
         best, scores = retrieve(
             [list(sentences[i]) for i in ids], [[i, *retrieved[i]] for i in ids]
         )

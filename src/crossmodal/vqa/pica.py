@@ -19,16 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodal.generation.types import Request, Response, raise_for_failures, text, user
+from crossmodal.jobs import settings_from_dict
 
 HEADER = "Please answer the question according to the above context.\n===\n"
 
 
 @dataclass(frozen=True)
 class PicaSettings:
-    n_shot: int = 16
-    n_ensemble: int = 5
-    max_tokens: int = 5
-    join: str = " "  # how a target's first k descriptions become one Context string
+    """No defaults here: the config schema has them (16 shots, 5 prompts, 5 tokens, " ")."""
+
+    n_shot: int
+    n_ensemble: int
+    max_tokens: int
+    join: str  # how a question image's first k descriptions become one Context string
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PicaSettings:
+        return settings_from_dict(cls, values, "PICa settings")
 
 
 @dataclass(frozen=True)

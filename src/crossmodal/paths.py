@@ -1,0 +1,55 @@
+"""Every file the pipeline reads or writes, as one path scheme.
+
+Patterns use Snakemake wildcards (``{dataset}``); rules use them as they are, and code fills
+them with :func:`fill`. Config names, never model strings, appear in paths, so two settings of
+one model never collide. Nothing else in the package or the rules spells a results path.
+"""
+
+from __future__ import annotations
+
+RESOURCES = "resources"
+RESULTS = "results"
+
+# --- inputs and downloads ---------------------------------------------------------------------
+MANIFEST = f"{RESOURCES}/manifests/downloads.json"
+DOWNLOAD = f"{RESOURCES}/downloads/{{archive}}"
+EXTRACTED = f"{RESOURCES}/.extracted/{{archive}}.json"
+DEMO_DONE = f"{RESOURCES}/demo/.generated.json"
+DEMO_ROOT = f"{RESOURCES}/demo"
+TINY_MODEL_DIR = f"{RESOURCES}/models/{{name}}"
+TINY_MODEL = f"{TINY_MODEL_DIR}/config.json"
+
+# --- prepared tables --------------------------------------------------------------------------
+IMAGES = f"{RESULTS}/data/{{collection}}/images.parquet"
+CAPTIONS = f"{RESULTS}/data/{{collection}}/captions.parquet"
+QUESTIONS = f"{RESULTS}/data/{{dataset}}/{{split}}/questions.parquet"
+
+# --- features and indexes ---------------------------------------------------------------------
+IMAGE_FEATURES = f"{RESULTS}/features/{{collection}}/{{encoder}}.parquet"
+SKIPS = f"{RESULTS}/features/{{collection}}/{{encoder}}.skips.json"
+QUESTION_FEATURES = f"{RESULTS}/features/{{dataset}}/{{split}}/questions.{{encoder}}.parquet"
+INDEX = f"{RESULTS}/index/{{collection}}/{{encoder}}.faiss"
+INDEX_META = f"{RESULTS}/index/{{collection}}/{{encoder}}.json"
+
+# --- descriptions -----------------------------------------------------------------------------
+_DESC = f"{RESULTS}/{{dataset}}/{{split}}/descriptions/{{vlm}}/{{method}}"
+DESCRIPTIONS = f"{_DESC}.parquet"
+DESCRIPTIONS_LEDGER = f"{_DESC}.ledger.json"
+DESCRIPTIONS_EXPORT = f"{_DESC}.seed.json"
+SHARD = f"{_DESC}.shards/{{shard}}of{{shards}}.parquet"
+SHARD_LEDGER = f"{_DESC}.shards/{{shard}}of{{shards}}.ledger.json"
+DESCRIBE_JOURNAL = f"{RESULTS}/journal/{{dataset}}/{{split}}/{{vlm}}/{{method}}"
+
+# --- PICa, scores, summaries ------------------------------------------------------------------
+ANSWERS = f"{RESULTS}/{{dataset}}/val/answers/{{vlm}}/{{method}}/loop{{k}}/{{llm}}.json"
+PICA_LEDGER = f"{RESULTS}/{{dataset}}/val/answers/{{vlm}}/{{method}}/{{llm}}.ledger.json"
+COVERAGE = f"{RESULTS}/{{dataset}}/val/answers/{{vlm}}/{{method}}/{{llm}}.coverage.json"
+PICA_JOURNAL = f"{RESULTS}/journal/{{dataset}}/val/{{vlm}}/{{method}}/pica_{{llm}}"
+SCORES = f"{RESULTS}/{{dataset}}/val/scores/{{vlm}}/{{method}}/loop{{k}}/{{llm}}.json"
+SUMMARY_JSON = f"{RESULTS}/{{dataset}}/acc.json"
+SUMMARY_PNG = f"{RESULTS}/{{dataset}}/acc.png"
+
+
+def fill(pattern: str, **wildcards: object) -> str:
+    """A pattern with its wildcards filled (every wildcard must be given)."""
+    return pattern.format(**wildcards)

@@ -1,0 +1,237 @@
+"""Every stage of the pipeline as a typed job: its inputs, outputs and settings, declared once.
+
+The ``crossmodal`` command line is generated from these classes (one subcommand each), the
+Snakemake rules fill them by field name (``crossmodal.workflow``), and the stage code receives
+the job object. ``impl`` names the function that runs a job; it is imported only then, so this
+module stays light. Settings have no defaults here: they come from the config schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crossmodal.jobs import Job, job, reads, setting, writes
+
+# --- data -------------------------------------------------------------------------------------
+
+
+@job("download", "crossmodal.data.run:run_download")
+class Download(Job):
+    """Download one manifest file: resume, verify, pin the checksum of an unpublished one."""
+
+    manifest: Path = setting("the download manifest (JSON)")
+    name: str = setting("file name as listed in the manifest, e.g. val2014.zip")
+    file: Path = writes("where the verified file lands")
+    retries: int = setting("retries of a cut or timed-out transfer")
+    timeout: float = setting("seconds without data before an attempt fails")
+    mirror: str | None = setting("base URL or local folder replacing the URL", optional=True)
+
+
+@job("extract", "crossmodal.data.run:run_extract")
+class Extract(Job):
+    """Extract an archive safely (no entry outside the target, nothing half-done)."""
+
+    archive: Path = reads("the verified archive")
+    into: Path = setting("folder to extract into")
+    done: Path = writes("marker written after a complete extraction")
+
+
+@job("make-demo", "crossmodal.data.run:run_make_demo")
+class MakeDemo(Job):
+    """Generate the seeded demo world in COCO / OK-VQA layout."""
+
+    root: Path = setting("folder of the demo world")
+    seed: int = setting("seed of the world")
+    n_train: int = setting("training images")
+    n_val: int = setting("validation images")
+    image_size: list[int] = setting("width height in pixels")
+    done: Path = writes("marker listing what was generated")
+
+
+@job("prepare-collection", "crossmodal.data.run:run_prepare_collection")
+class PrepareCollection(Job):
+    """COCO captions JSON + image folder -> images.parquet, captions.parquet."""
+
+    sources: list[Path] = reads("markers proving the files are in place (extraction, demo)")
+    image_dir: Path = setting("folder of the images")
+    captions_json: Path = setting("COCO captions JSON (lists every image)")
+    images: Path = writes("image_id, path, width, height")
+    captions: Path = writes("image_id, caption")
+
+
+@job("prepare-questions", "crossmodal.data.run:run_prepare_questions")
+class PrepareQuestions(Job):
+    """OK-VQA or A-OKVQA files -> questions.parquet (validated: ids, answers, duplicates)."""
+
+    sources: list[Path] = reads("markers proving the files are in place (extraction, demo)")
+    format: str = setting("okvqa or aokvqa")
+    questions_json: Path = setting("official questions file")
+    annotations_json: Path | None = setting("OK-VQA annotations file", optional=True)
+    questions: Path = writes("questions.parquet")
+
+
+# --- features and indexes ---------------------------------------------------------------------
+
+
+@job("extract-features", "crossmodal.features:run_extract_features")
+class ExtractFeatures(Job):
+    """images.parquet -> L2-normalised image features in Parquet, plus the skip report."""
+
+    images: Path = reads("images.parquet of the collection")
+    features: Path = writes("image_id, embedding")
+    skips: Path = writes("images that could not be read, with reasons; converted colour modes")
+    encoder: dict[str, Any] = setting("the encoder's config entry")
+    batch_size: int = setting("images per encoder batch")
+    workers: int = setting("decode worker processes")
+    draft: bool = setting("JPEG draft decoding when the image is downscaled anyway")
+    dtype: str = setting("storage type of the embeddings: float32 or float16")
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    max_skip_fraction: float = setting("unreadable images tolerated before the stage fails")
+    max_pixels: int = setting("larger images are skipped (decompression bombs)")
+
+
+@job("extract-text-features", "crossmodal.features:run_extract_text_features")
+class ExtractTextFeatures(Job):
+    """One text column of a table (questions, captions) -> text features in Parquet."""
+
+    table: Path = reads("Parquet table with the texts")
+    features: Path = writes("id, embedding")
+    id_column: str = setting("column of the ids")
+    text_column: str = setting("column of the texts")
+    encoder: dict[str, Any] = setting("the encoder's config entry")
+    dtype: str = setting("storage type of the embeddings: float32 or float16")
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+
+
+@job("build-index", "crossmodal.index:run_build_index")
+class BuildIndex(Job):
+    """Features Parquet -> FAISS index (flat, ivf or hnsw) with ids = image_id."""
+
+    features: Path = reads("image features Parquet")
+    index: Path = writes("the FAISS index")
+    meta: Path = writes("JSON sidecar: kind, size, parameters, provenance of the features")
+    params: dict[str, Any] = setting("the config's index block")
+
+
+# --- descriptions -----------------------------------------------------------------------------
+
+
+@job("make-tiny-vlm", "crossmodal.generation.tiny:run_make_tiny_vlm")
+class MakeTinyVlm(Job):
+    """Build a tiny random-weight VLM folder (tests and the demo; its text is noise)."""
+
+    config: Path = writes("config.json of the model folder")
+    arch: str = setting("llava or qwen2_vl")
+    seed: int = setting("seed of the random weights")
+
+
+@job("describe", "crossmodal.recod.stage:run_describe_job")
+class Describe(Job):
+    """One shard of image descriptions, with or without ReCoD, every request journalled."""
+
+    images: Path = reads("images.parquet of the target collection")
+    questions: Path = reads("questions.parquet: the images they ask about are the targets")
+    skips: Path = reads("skip report of the target collection's features (unreadable images)")
+    table: Path = writes("image_id, loop, text, retrieved_id, score, reference")
+    ledger: Path = writes("tokens, cost, requests sent and answered from the journal")
+    vlm: dict[str, Any] = setting("the VLM's config entry")
+    settings: dict[str, Any] = setting("method, sampling and loop settings")
+    journal: Path = setting("journal folder (outside the outputs: survives a crash)")
+    chunk: int = setting("requests sent (and journalled) per chunk")
+    shard: int = setting("this job's shard, 0-based")
+    shards: int = setting("number of shards the targets are split into")
+    limit: int | None = setting("describe only the first N targets", optional=True)
+    model: Path | None = reads("a locally built model's config.json", optional=True)
+    encoder: dict[str, Any] | None = setting("CLIP encoder entry (ReCoD retrieval)", optional=True)
+    index: Path | None = reads("FAISS index of the retrieval collection", optional=True)
+    retrieval_images: Path | None = reads(
+        "images.parquet of the retrieval collection", optional=True
+    )
+    retrieval_captions: Path | None = reads("captions of the retrieval collection", optional=True)
+
+
+@job("merge-descriptions", "crossmodal.recod.stage:run_merge_job")
+class MergeDescriptions(Job):
+    """Join a describe stage's shards into one table, one ledger and the reference layout."""
+
+    tables: list[Path] = reads("the shards' tables, in shard order")
+    ledgers: list[Path] = reads("the shards' ledgers, in shard order")
+    table: Path = writes("image_id, loop, text, retrieved_id, score, reference")
+    ledger: Path = writes("the shards' ledgers added up")
+    export: Path = writes("the descriptions in the reference code's JSON layout")
+
+
+# --- VQA --------------------------------------------------------------------------------------
+
+
+@job("pica", "crossmodal.vqa.stage:run_pica")
+class Pica(Job):
+    """PICa answers for every loop k (context = a question's first k descriptions)."""
+
+    val_questions: Path = reads("validation questions.parquet")
+    train_questions: Path = reads("training questions.parquet (in-context examples)")
+    val_question_features: Path = reads("CLIP features of the validation questions")
+    train_question_features: Path = reads("CLIP features of the training questions")
+    val_image_features: Path = reads("CLIP features of the validation images")
+    train_image_features: Path = reads("CLIP features of the training images")
+    val_descriptions: Path = reads("descriptions of the validation images")
+    train_descriptions: Path = reads("descriptions of the training images")
+    answers: list[Path] = writes("one official-format answers file per loop, in --loops order")
+    ledger: Path = writes("tokens, cost, requests sent and answered from the journal")
+    coverage: Path = writes("questions answered, and those left out with the reason")
+    llm: dict[str, Any] = setting("the LLM's config entry")
+    settings: dict[str, Any] = setting("n_shot, n_ensemble, max_tokens, join")
+    format: str = setting("okvqa or aokvqa (output format)")
+    loops: list[int] = setting("the k values, one per answers file")
+    journal: Path = setting("journal folder (outside the outputs: survives a crash)")
+    model: Path | None = reads("a locally built model's config.json", optional=True)
+    encoder: dict[str, Any] | None = setting("CLIP encoder (A-OKVQA choices)", optional=True)
+
+
+@job("score", "crossmodal.vqa.score:run_score")
+class Score(Job):
+    """Official accuracy of one answers file over the questions PICa covered."""
+
+    answers: Path = reads("official-format answers")
+    coverage: Path = reads("questions answered and those left out, with reasons")
+    sources: list[Path] = reads("markers proving the official files are in place")
+    format: str = setting("okvqa (official VQA evaluator) or aokvqa (A-OKVQA's)")
+    questions_json: Path = setting("official questions file (A-OKVQA: the dataset file)")
+    annotations_json: Path | None = setting("official annotations file (OK-VQA)", optional=True)
+    scores: Path = writes("overall, per type and per question accuracy, and what was left out")
+
+
+@job("summarize", "crossmodal.summary:run_summarize")
+class Summarize(Job):
+    """Every configured run's score in one table (acc.json) and one plot (acc.png)."""
+
+    scores: list[Path] = reads("score files, in the order of --runs")
+    runs: list[dict[str, Any]] = setting("per score file: dataset, vlm, method, loop, llm, hash")
+    title: str = setting("plot title")
+    summary: Path = writes("acc.json")
+    plot: Path = writes("acc.png")
+
+
+# --- evaluators over plain files (what others can check the numbers with) ------------------------
+
+
+@job("vqa-eval", "crossmodal.vqa.score:run_vqa_eval")
+class VqaEval(Job):
+    """Official VQA accuracy (GT-Vision-Lab's vqaEval.py, quirks included)."""
+
+    questions: Path = reads("official questions JSON")
+    annotations: Path = reads("official annotations JSON")
+    predictions: Path = reads("[{question_id, answer}] covering exactly the annotated questions")
+    out: Path = writes("overall, per question type, per answer type and per question accuracy")
+
+
+@job("aokvqa-eval", "crossmodal.vqa.score:run_aokvqa_eval")
+class AokvqaEval(Job):
+    """A-OKVQA direct-answer and multiple-choice accuracy (allenai/aokvqa's rules)."""
+
+    dataset: Path = reads("aokvqa_v1p0_SPLIT.json")
+    predictions: Path = reads("{question_id: {direct_answer, multiple_choice}}")
+    out: Path = writes("direct-answer and multiple-choice accuracy, per question")
