@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 import pytest
+from helpers.jobs import describe_job, describe_settings
 from PIL import Image
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.generation import Request, build_generator, image, text
 from crossmodal.generation.types import Message
-from crossmodal.recod.loop import DescribeSettings
-from crossmodal.recod.stage import run_describe
+from crossmodal.recod.stage import run_describe_job
 
 KEY = "sk-ant-test-secret-123"
 
@@ -190,14 +190,12 @@ def test_stage_reports_failures_then_resumes_only_them(claude, tmp_path):
     for i in range(3):
         Image.new("RGB", (16, 16), (i * 80, 0, 0)).save(tmp_path / f"{i}.jpg")
         targets.append((i, str(tmp_path / f"{i}.jpg")))
-    settings = DescribeSettings(method="base", n_descriptions=2, system_prompt=None)
-    kw = dict(
-        vlm_spec=spec(claude, max_retries=1, price={"input": 0.25, "output": 1.25}),
-        settings=settings,
-        targets=targets,
-        out=tmp_path / "d.parquet",
-        journal_path=tmp_path / "j.jsonl",
-        ledger_path=tmp_path / "ledger.json",
+    settings = describe_settings("base", vlm={"system_prompt": None}, n_descriptions=2)
+    job = describe_job(
+        tmp_path,
+        spec(claude, max_retries=1, price={"input": 0.25, "output": 1.25}),
+        settings,
+        targets,
     )
     # every request carries the same prompt: make exactly one request fail by its seed
     from crossmodal.generation.anthropic_backend import AnthropicGenerator
@@ -206,19 +204,19 @@ def test_stage_reports_failures_then_resumes_only_them(claude, tmp_path):
     doomed = {}
 
     def flaky(self, req):
-        doomed.setdefault("key", req.key())
-        if req.key() == doomed["key"] and not claude.healed:
+        doomed.setdefault("key", req)
+        if req == doomed["key"] and not claude.healed:
             return type(original(self, req))("", error="APIStatusError (status 500): injected")
         return original(self, req)
 
     AnthropicGenerator._one = flaky
     try:
         with pytest.raises(CrossmodalError, match="1 of 6 base requests failed"):
-            run_describe(**kw)
+            run_describe_job(job)
         assert not (tmp_path / "d.parquet").exists()
         first_sent = len(claude.bodies)
         claude.healed = True
-        rows = run_describe(**kw)
+        rows = run_describe_job(job)
     finally:
         AnthropicGenerator._one = original
     assert len(rows) == 6
@@ -229,6 +227,8 @@ def test_stage_reports_failures_then_resumes_only_them(claude, tmp_path):
         (66 * 0.25 + 42 * 1.25) / 1e6
     )
     for f in tmp_path.iterdir():
-        if f.suffix in (".json", ".jsonl", ".parquet"):
+        if f.suffix in (".json", ".parquet"):
             assert KEY.encode() not in f.read_bytes()
+    for f in (tmp_path / "journal").iterdir():
+        assert KEY.encode() not in f.read_bytes()
     assert pq.read_table(tmp_path / "d.parquet").num_rows == 6

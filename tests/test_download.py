@@ -108,7 +108,19 @@ def test_cli_records_checksum_of_first_download(file_server, tmp_path):
     manifest = tmp_path / "manifests" / "downloads.json"
     manifest.parent.mkdir()
     manifest.write_text(json.dumps({"files": {"blob.zip": {"url": file_server.url + "blob.zip"}}}))
-    args = ["download", "blob.zip", "--manifest", str(manifest), "--dest", str(tmp_path / "d")]
+    args = [
+        "download",
+        "--name",
+        "blob.zip",
+        "--manifest",
+        str(manifest),
+        "--file",
+        str(tmp_path / "d" / "blob.zip"),
+        "--retries",
+        "1",
+        "--timeout",
+        "5",
+    ]
     assert main(args) == 0
     recorded = json.loads((manifest.parent / "recorded-checksums.json").read_text())
     assert recorded["blob.zip"] == {

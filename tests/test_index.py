@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -93,8 +95,10 @@ def test_build_index_cli_round_trip(tmp_path):
                 "build-index",
                 "--features",
                 str(tmp_path / "f.parquet"),
-                "--out",
+                "--index",
                 str(out),
+                "--meta",
+                str(tmp_path / "i.json"),
                 "--params",
                 params,
             ]
@@ -104,4 +108,14 @@ def test_build_index_cli_round_trip(tmp_path):
     index = load_index(out, use_gpu=False)
     got, _ = search(index, x[:5], 1)
     assert got[:, 0].tolist() == ids[:5].tolist()
-    assert (tmp_path / "i.json").exists()
+    meta = json.loads((tmp_path / "i.json").read_text())
+    assert meta["ntotal"] == 300 and meta["params"]["kind"] == "hnsw"
+
+
+def test_index_params_defaults_are_the_schema_defaults():
+    """Settings have one source of defaults: the dataclass may not disagree with the schema."""
+    from dataclasses import asdict
+
+    from helpers.jobs import demo_config
+
+    assert asdict(IndexParams()) == demo_config(index={})["index"] | {"kind": "flat"}

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers.jobs import pica_settings
 
 from crossmodal.errors import CrossmodalError
 from crossmodal.generation import Response
@@ -76,7 +77,7 @@ def test_majority_vote_without_logprobs():
 
 def test_ensemble_groups_use_consecutive_ranks():
     ranked = [Example(f"c{i}", f"q{i}", f"a{i}") for i in range(6)]
-    settings = PicaSettings(n_shot=2, n_ensemble=3)
+    settings = PicaSettings.from_dict(pica_settings(n_shot=2, n_ensemble=3))
     seen = []
 
     def generate(requests):
@@ -97,7 +98,7 @@ def test_ensemble_groups_use_consecutive_ranks():
 
 
 def test_failed_requests_are_all_named_not_dropped():
-    settings = PicaSettings(n_shot=1, n_ensemble=2)
+    settings = PicaSettings.from_dict(pica_settings(n_shot=1, n_ensemble=2))
 
     def generate(requests):  # the second question's second ensemble member fails for good
         return [Response("", error="HTTP 500") if i == 3 else Response(" x") for i in range(4)]
@@ -111,28 +112,39 @@ def test_failed_requests_are_all_named_not_dropped():
 def test_pica_request_shape():
     from crossmodal.vqa.pica import pica_request
 
-    r = pica_request(GOLDEN, PicaSettings())
+    r = pica_request(GOLDEN, PicaSettings.from_dict(pica_settings(max_tokens=5)))
     assert r.raw and r.logprobs and r.max_tokens == 5 and r.temperature == 0.0
     assert r.stop == ("\n",) and r.messages[0].parts[0].value == GOLDEN
 
 
+def _score(path, result, left_out=None):
+    """A score file as the score stage writes it: the evaluator's result plus coverage."""
+    left_out = left_out or {}
+    result = dict(
+        result,
+        n_split_questions=result.get("n_questions", result.get("n_direct_answer", 0))
+        + sum(left_out.values()),
+        n_left_out=sum(left_out.values()),
+        left_out_by_reason=left_out,
+    )
+    path.write_text(json.dumps(result))
+    return path
+
+
 def test_summary_schema(tmp_path):
-    runs = []
+    runs, scores = [], []
     for k, acc in ((1, 10.0), (2, 12.5)):
-        score = tmp_path / f"s{k}.json"
-        score.write_text(json.dumps({"overall": acc, "n_questions": 40}))
-        runs.append(
-            {
-                "dataset": "okvqa",
-                "vlm": "v",
-                "method": "recod",
-                "loop": k,
-                "llm": "l",
-                "config_hash": "abc",
-                "score": str(score),
-            }
+        scores.append(
+            _score(
+                tmp_path / f"s{k}.json",
+                {"overall": acc, "n_questions": 40},
+                {"beyond describe.limit=40": 7},
+            )
         )
-    recs = summarize(runs, tmp_path / "acc.json", tmp_path / "acc.png", "title")
+        runs.append(
+            dict(dataset="okvqa", vlm="v", method="recod", loop=k, llm="l", config_hash="abc")
+        )
+    recs = summarize(runs, scores, tmp_path / "acc.json", tmp_path / "acc.png", "title")
     saved = json.loads((tmp_path / "acc.json").read_text())
     assert saved["runs"] == recs and [r["accuracy"] for r in recs] == [10.0, 12.5]
     assert set(recs[0]) == {
@@ -144,32 +156,26 @@ def test_summary_schema(tmp_path):
         "config_hash",
         "accuracy",
         "n_questions",
+        "n_split_questions",
+        "n_left_out",
+        "left_out_by_reason",
     }
+    # the summary says over how many questions, and what was left out and why
+    assert (recs[0]["n_questions"], recs[0]["n_split_questions"], recs[0]["n_left_out"]) == (
+        40,
+        47,
+        7,
+    )
+    assert recs[0]["left_out_by_reason"] == {"beyond describe.limit=40": 7}
     assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("fmt", ["aokvqa"])
-def test_summary_reads_aokvqa_scores(tmp_path, fmt):
-    score = tmp_path / "s.json"
-    score.write_text(
-        json.dumps({"direct_answer": 40.0, "multiple_choice": 60.0, "n_direct_answer": 9})
+def test_summary_reads_aokvqa_scores(tmp_path):
+    score = _score(
+        tmp_path / "s.json", {"direct_answer": 40.0, "multiple_choice": 60.0, "n_direct_answer": 9}
     )
-    recs = summarize(
-        [
-            {
-                "dataset": fmt,
-                "vlm": "v",
-                "method": "base",
-                "loop": 1,
-                "llm": "l",
-                "config_hash": "h",
-                "score": str(score),
-            }
-        ],
-        tmp_path / "a.json",
-        tmp_path / "a.png",
-        "t",
-    )
+    run = dict(dataset="aokvqa", vlm="v", method="base", loop=1, llm="l", config_hash="h")
+    recs = summarize([run], [score], tmp_path / "a.json", tmp_path / "a.png", "t")
     assert recs[0]["accuracy"] == 40.0 and recs[0]["multiple_choice"] == 60.0
 
 

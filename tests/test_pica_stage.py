@@ -7,15 +7,16 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.jobs import pica_settings
 from PIL import Image
 
+from crossmodal import stages
 from crossmodal.data.prepare import prepare_aokvqa
 from crossmodal.encoders import build_encoder
 from crossmodal.features import extract_image_features, extract_text_features
 from crossmodal.generation.tiny import build_tiny_llava
 from crossmodal.recod.stage import DESCRIPTIONS_SCHEMA
 from crossmodal.vqa import aokvqa_eval
-from crossmodal.vqa.pica import PicaSettings
 from crossmodal.vqa.stage import run_pica
 
 TINY = {"backend": "tiny", "seed": 0}
@@ -97,10 +98,10 @@ def aokvqa_world(tmp_path_factory):
 def test_aokvqa_answers_have_both_forms_and_score(aokvqa_world, tmp_path):
     r = aokvqa_world
     outs = [tmp_path / "loop1.json", tmp_path / "loop2.json"]
-    run_pica(
-        llm_spec={"backend": "transformers", "model": str(r / "lm"), "device": "cpu"},
-        settings=PicaSettings(n_shot=2, n_ensemble=2),
-        dataset_format="aokvqa",
+    job = stages.Pica(
+        llm={"backend": "transformers", "model": str(r / "lm"), "device": "cpu"},
+        settings=pica_settings(n_shot=2, n_ensemble=2),
+        format="aokvqa",
         val_questions=r / "val_q.parquet",
         train_questions=r / "train_q.parquet",
         val_question_features=r / "val_qf.parquet",
@@ -110,11 +111,14 @@ def test_aokvqa_answers_have_both_forms_and_score(aokvqa_world, tmp_path):
         val_descriptions=r / "val_desc.parquet",
         train_descriptions=r / "train_desc.parquet",
         loops=[1, 2],
-        outputs=outs,
-        journal_path=tmp_path / "j.jsonl",
-        ledger_path=tmp_path / "ledger.json",
-        encoder_spec=TINY,
+        answers=outs,
+        journal=tmp_path / "journal",
+        ledger=tmp_path / "ledger.json",
+        coverage=tmp_path / "coverage.json",
+        encoder=TINY,
     )
+    coverage = run_pica(job)
+    assert coverage["answered"] == coverage["questions"] == 3 and not coverage["left_out"]
     preds = json.loads(outs[1].read_text())
     assert set(preds) == {"q101", "q102", "q103"}
     for p in preds.values():
@@ -124,5 +128,5 @@ def test_aokvqa_answers_have_both_forms_and_score(aokvqa_world, tmp_path):
     scores = aokvqa_eval.evaluate(data, preds)
     assert scores["n_direct_answer"] == 2 and scores["n_multiple_choice"] == 3
     # 2 loops x 3 questions x 2 ensemble prompts, every one journalled once
-    assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 12
+    assert len((tmp_path / "journal/journal.jsonl").read_text().splitlines()) == 12
     assert json.loads((tmp_path / "ledger.json").read_text())["requests"] == 12

@@ -139,13 +139,15 @@ def test_malformed_annotations_name_the_file(tmp_path, capsys, content, needle):
     code = main(
         [
             "prepare-collection",
+            "--sources",
+            str(bad),
             "--image-dir",
             str(tmp_path),
-            "--captions",
+            "--captions-json",
             str(bad),
-            "--images-out",
+            "--images",
             str(tmp_path / "i.parquet"),
-            "--captions-out",
+            "--captions",
             str(tmp_path / "c.parquet"),
         ]
     )

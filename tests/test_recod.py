@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.jobs import describe_settings
 
 from crossmodal.encoders import build_encoder
 from crossmodal.generation import Response
@@ -99,7 +100,7 @@ TARGETS = [(1, "/t/1.jpg"), (2, "/t/2.jpg")]
 
 def test_text_loop_prompts_exclusion_and_appending():
     vlm, ret = ScriptedVLM(), fixed_retriever([7, 8, 9])
-    s = DescribeSettings(method="recod", n_descriptions=3)
+    s = DescribeSettings.from_dict(describe_settings("recod", n_descriptions=3))
     rows = describe_recod(s, TARGETS, vlm, ret, CAPTIONS, PATHS)
     assert [len(b) for b in vlm.batches] == [2, 2, 2]  # one batch per loop, all targets
     base = vlm.batches[0][0]
@@ -135,20 +136,24 @@ def test_references_redrawn_each_call_unless_reference_bug_switch():
         )
         return [b[0].messages[1].parts[1].value for b in vlm.batches[1:]]
 
-    fresh = refs_of(DescribeSettings(method="recod", n_descriptions=3))
-    buggy = refs_of(DescribeSettings(method="recod", n_descriptions=3, reuse_first_references=True))
+    fresh = refs_of(DescribeSettings.from_dict(describe_settings("recod", n_descriptions=3)))
+    buggy = refs_of(
+        DescribeSettings.from_dict(
+            describe_settings("recod", n_descriptions=3, reuse_first_references=True)
+        )
+    )
     assert fresh[0] != fresh[1]  # drawn afresh (seeded) on every call
     assert buggy[0] == buggy[1]  # the reference Claude loop's reuse, when asked for
 
 
 def test_image_loop_target_first_and_claude_labels():
     vlm = ScriptedVLM()
-    s = DescribeSettings(
-        method="recod_img",
-        n_descriptions=2,
-        image_labels=True,
-        min_sentence_words=5,
-        system_prompt=None,
+    s = DescribeSettings.from_dict(
+        describe_settings(
+            "recod_img",
+            vlm={"image_labels": True, "min_sentence_words": 5, "system_prompt": None},
+            n_descriptions=2,
+        )
     )
     rows = describe_recod(s, TARGETS, vlm, fixed_retriever([9]), CAPTIONS, PATHS)
     parts = vlm.batches[1][0].messages[0].parts
@@ -163,12 +168,16 @@ def test_image_loop_target_first_and_claude_labels():
 
 def test_base_method_draws_uniform_sampling_per_sample():
     vlm = ScriptedVLM()
-    rows = describe_base(DescribeSettings(method="base", n_descriptions=4), TARGETS, vlm)
+    rows = describe_base(
+        DescribeSettings.from_dict(describe_settings("base", n_descriptions=4)), TARGETS, vlm
+    )
     reqs = vlm.batches[0]
     assert len(reqs) == 8 and len(rows) == 8
     temps = {r.temperature for r in reqs}
     assert len(temps) == 8 and all(0 <= t < 1 for t in temps)
     assert all(0 <= r.top_p < 1 for r in reqs)
     again = ScriptedVLM()
-    describe_base(DescribeSettings(method="base", n_descriptions=4), TARGETS, again)
-    assert [r.key() for r in again.batches[0]] == [r.key() for r in reqs]  # seeded
+    describe_base(
+        DescribeSettings.from_dict(describe_settings("base", n_descriptions=4)), TARGETS, again
+    )
+    assert again.batches[0] == reqs  # seeded: the same requests again

@@ -121,7 +121,7 @@ def test_killing_snakemake_during_recod_then_rerunning(finished, tmp_path):
     config = yaml.safe_load((reference / "small.yaml").read_text())
     config["describe"]["chunk"] = 2  # journal every two requests: a kill lands mid-stage
     (work / "small.yaml").write_text(yaml.safe_dump(config))
-    journal = work / "results/journal/demo/val/tiny_llava/recod.jsonl"
+    journal = work / "results/journal/demo/val/tiny_llava/recod/shard0of1.jsonl"
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml"]
     proc = subprocess.Popen(
         cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -151,6 +151,18 @@ def test_killing_snakemake_during_recod_then_rerunning(finished, tmp_path):
     rel = "results/demo/val/descriptions/tiny_llava/recod.parquet"
     assert (work / rel).read_bytes() == (reference / rel).read_bytes()
     assert (work / "results/demo/acc.json").exists()
+
+    # the uninterrupted run's recipe verifies the resumed one: every result equal, and the
+    # ledgers, which count what a resume did not resend, are run accounting, not results
+    from crossmodal import recipe
+
+    exported = tmp_path / "recipe.json"
+    recipe.export_target("results/demo/acc.json", reference / "small.yaml", exported, reference)
+    rows, ok = recipe.verify(exported, work)
+    assert ok, [r for r in rows if r["status"] != "equal"]
+    differing = {r["file"] for r in rows if r["status"] == "different"}
+    assert "results/demo/val/descriptions/tiny_llava/recod.ledger.json" in differing
+    assert all(f.endswith(".ledger.json") for f in differing)
 
 
 @pytest.mark.slow
@@ -182,7 +194,10 @@ def test_recipe_export_verify_and_replay_config(finished, tmp_path, monkeypatch)
     files = {o["file"]: o for o in data["outputs"]}
     assert "results/demo/acc.json" in files
     assert "results/demo/val/descriptions/tiny_llava/recod.parquet" in files
-    assert all(o["deterministic"] for o in data["outputs"])  # all in-process, seeded, on CPU
+    # all in-process, seeded, on CPU: every result reproducible; ledgers are run accounting
+    ledgers = {f for f in files if f.endswith(".ledger.json")}
+    assert ledgers and all(files[f]["why_not"].startswith("run accounting") for f in ledgers)
+    assert all(o["deterministic"] for f, o in files.items() if f not in ledgers)
     assert data["config"]["describe"]["n_descriptions"] == 2  # resolved, defaults filled
     assert data["config"]["data"]["retries"] == 5
     assert data["packages"]["torch"] and "commit" in data["code"]

@@ -9,13 +9,16 @@ import sys
 import time
 
 import pytest
+from helpers.jobs import describe_settings
 
+from crossmodal import stages
 from crossmodal.data.demo import make_demo_world
 from crossmodal.data.prepare import prepare_collection, prepare_okvqa
 from crossmodal.encoders import build_encoder
 from crossmodal.features import extract_image_features, read_embeddings
 from crossmodal.generation.tiny import build_tiny_llava
 from crossmodal.index import IndexParams, build_index, save_index
+from crossmodal.jobs import to_args
 
 TINY = {"backend": "tiny", "seed": 0}
 
@@ -45,39 +48,25 @@ def world(tmp_path_factory):
 
 
 def describe_cmd(world, out_dir, method="recod"):
-    settings = {"method": method, "n_descriptions": 4, "max_tokens": 8}
-    return [
-        sys.executable,
-        "-m",
-        "crossmodal",
-        "describe",
-        "--vlm-spec",
-        json.dumps({"backend": "transformers", "model": str(world / "vlm"), "device": "cpu"}),
-        "--settings",
-        json.dumps(settings),
-        "--images",
-        str(world / "val_images.parquet"),
-        "--questions",
-        str(world / "val_q.parquet"),
-        "--encoder-spec",
-        json.dumps(TINY),
-        "--index",
-        str(world / "train.faiss"),
-        "--retrieval-images",
-        str(world / "train_images.parquet"),
-        "--retrieval-captions",
-        str(world / "train_captions.parquet"),
-        "--chunk",
-        "2",
-        "--journal",
-        str(out_dir / "journal.jsonl"),
-        "--out",
-        str(out_dir / "d.parquet"),
-        "--ledger",
-        str(out_dir / "ledger.json"),
-        "--export",
-        str(out_dir / "seed.json"),
-    ]
+    (world / "val_skips.json").write_text(json.dumps({"skipped": []}))
+    job = stages.Describe(
+        vlm={"backend": "transformers", "model": str(world / "vlm"), "device": "cpu"},
+        settings=describe_settings(method, vlm={"max_tokens": 8}, n_descriptions=4),
+        images=world / "val_images.parquet",
+        questions=world / "val_q.parquet",
+        skips=world / "val_skips.json",
+        encoder=TINY,
+        index=world / "train.faiss",
+        retrieval_images=world / "train_images.parquet",
+        retrieval_captions=world / "train_captions.parquet",
+        chunk=2,
+        journal=out_dir / "journal",
+        table=out_dir / "d.parquet",
+        ledger=out_dir / "ledger.json",
+        shard=0,
+        shards=1,
+    )
+    return [sys.executable, "-m", "crossmodal", "describe", *to_args(job)]
 
 
 def journal_keys(path):
@@ -91,11 +80,11 @@ def test_kill_and_rerun_equals_uninterrupted(world, tmp_path, method):
     ref.mkdir()
     cut.mkdir()
     subprocess.run(describe_cmd(world, ref, method), check=True, capture_output=True)
-    total = len(journal_keys(ref / "journal.jsonl"))
+    total = len(journal_keys(ref / "journal" / "shard0of1.jsonl"))
     assert total == 6 * 4  # 6 targets x (base + 3 loops)
 
     proc = subprocess.Popen(describe_cmd(world, cut, method), stderr=subprocess.DEVNULL)
-    journal = cut / "journal.jsonl"
+    journal = cut / "journal" / "shard0of1.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if journal.exists() and len(journal_keys(journal)) >= 10:
@@ -114,6 +103,3 @@ def test_kill_and_rerun_equals_uninterrupted(world, tmp_path, method):
     assert ledger["answered_from_journal"] == done_at_kill
     assert ledger["sent"] == total - done_at_kill
     assert (cut / "d.parquet").read_bytes() == (ref / "d.parquet").read_bytes()
-    assert json.loads((cut / "seed.json").read_text()) == json.loads(
-        (ref / "seed.json").read_text()
-    )

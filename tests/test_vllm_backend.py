@@ -138,12 +138,12 @@ def test_fully_journalled_job_starts_no_server(tmp_path, monkeypatch):
     record = tmp_path / "argv.jsonl"
     monkeypatch.setenv("CANNED_SERVER_ARGV", str(record))
     spec = {"backend": "vllm", "model": "tiny", "server_command": CANNED, "gpus": 0}
-    journal = tmp_path / "journal.jsonl"
+    journal = tmp_path / "journal"
     reqs = [ask("a"), ask("b")]
-    with JournaledGenerator(spec, journal) as first:
+    with JournaledGenerator(spec, journal, own="j.jsonl", chunk=8) as first:
         assert [r.text for r in first(reqs)] == ["ok", "ok"]
     assert len(record.read_text().splitlines()) == 1
-    with JournaledGenerator(spec, journal) as rerun:
+    with JournaledGenerator(spec, journal, own="j.jsonl", chunk=8) as rerun:
         assert [r.text for r in rerun(reqs)] == ["ok", "ok"]
         assert rerun.stats()["sent"] == 0
     assert len(record.read_text().splitlines()) == 1  # the rerun started no server

@@ -144,6 +144,14 @@ def retrieval_collection(name: str) -> str:
     return dataset(name).splits["train"].collection
 
 
+# Settings that change how work is split or sent, never a result: not part of a result's hash.
+OPERATIONAL = {"features": ("workers",), "describe": ("chunk", "shards")}
+
+
+def _without(block: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in block.items() if k not in keys}
+
+
 def config_hash(config: Config, ds: str, vlm: str, method: str, llm: str) -> str:
     """Hash of every setting that shapes one (dataset, vlm, method, llm) result."""
     relevant = {
@@ -151,10 +159,10 @@ def config_hash(config: Config, ds: str, vlm: str, method: str, llm: str) -> str
         "method": method,
         "encoder": config["encoders"][config["features"]["encoder"]],
         "pica_encoder": config["encoders"][pica_encoder(config)],
-        "features": config["features"],
+        "features": _without(config["features"], OPERATIONAL["features"]),
         "index": config["index"],
         "vlm": config["vlms"][vlm],
-        "describe": config["describe"],
+        "describe": _without(config["describe"], OPERATIONAL["describe"]),
         "llm": config["llms"][llm],
         "pica": config["pica"],
         "demo": config["demo"],
@@ -257,7 +265,16 @@ def stages_for(config: Config) -> dict[str, Stage]:
     def shard_files(pattern: str) -> Callable[[Any], list[str]]:
         n = d["shards"]
         return lambda w: [
-            paths.fill(pattern, **dict(w.items()), shard=i, shards=n) for i in range(n)
+            paths.fill(
+                pattern,
+                dataset=w.dataset,
+                split=w.split,
+                vlm=w.vlm,
+                method=w.method,
+                shard=i,
+                shards=n,
+            )
+            for i in range(n)
         ]
 
     def pica_inputs(w) -> dict[str, Any]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import mimetypes
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,11 +45,6 @@ class Request:
     logprobs: bool = False
     stop: tuple[str, ...] = ()
     raw: bool = False  # completion-style: the user text is the whole prompt (no chat template)
-
-    def key(self) -> str:
-        """Content hash: the journal's identity for this request (same request, same key)."""
-        payload = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
 
     def answer(self, continuation: str) -> str:
         """The answer as readers see it: the prefill, then the model's continuation.
