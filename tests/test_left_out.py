@@ -24,16 +24,17 @@ def run(work, *targets):
             "snakemake",
             "--cores",
             "2",
+            *targets,  # before --configfile, which takes several values
             "--snakefile",
             str(REPO / "Snakefile"),
             "--directory",
             str(work),
             "--configfile",
             str(work / "c.yaml"),
-            *targets,
         ],
         capture_output=True,
         text=True,
+        cwd=work,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

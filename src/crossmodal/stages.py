@@ -33,6 +33,7 @@ class Extract(Job):
     """Extract an archive safely (no entry outside the target, nothing half-done)."""
 
     archive: Path = reads("the verified archive")
+    manifest: Path = setting("the download manifest (its max_extracted_bytes caps extraction)")
     into: Path = setting("folder to extract into")
     done: Path = writes("marker written after a complete extraction")
 

@@ -73,11 +73,6 @@ def question_files(name: str, split: str) -> dict[str, str | None]:
     }
 
 
-def collections_for(datasets: list[str]) -> list[str]:
-    """Image collections the configured datasets' splits draw on, in a stable order."""
-    return sorted({s.collection for d in datasets for s in dataset(d).splits.values()})
-
-
 # --- config helpers ---------------------------------------------------------------------------
 
 
@@ -319,7 +314,7 @@ def stages_for(config: Config) -> dict[str, Stage]:
         "extract": Stage(
             stages.Extract,
             {"done": paths.EXTRACTED},
-            lambda w: {"into": f"{paths.RESOURCES}/{roots[w.archive]}"},
+            lambda w: {"into": f"{paths.RESOURCES}/{roots[w.archive]}", "manifest": paths.MANIFEST},
             lambda w: {"archive": paths.fill(paths.DOWNLOAD, archive=w.archive)},
         ),
         "make_demo": Stage(

@@ -33,8 +33,10 @@ def run_download(job: stages.Download) -> None:
 
 def run_extract(job: stages.Extract) -> None:
     from crossmodal.data.extract import safe_extract
+    from crossmodal.data.manifest import extraction_limit
 
-    placed = safe_extract(job.archive, job.into)
+    limit = extraction_limit(job.manifest, job.archive.name)
+    placed = safe_extract(job.archive, job.into, max_bytes=limit)
     write_json(job.done, {"archive": str(job.archive), "placed": [str(p) for p in placed]})
     log.info("extracted %s into %s", job.archive, job.into)
 

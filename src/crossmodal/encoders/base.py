@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,6 @@ class ClipEncoder:
     spec: dict[str, Any]
     precision: str = "fp32"  # "fp16" only takes effect on CUDA
     text_batch_size: int = 256
-    extra_provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         split = split_preprocess(self.preprocess)
@@ -152,7 +151,6 @@ class ClipEncoder:
             "preprocess": repr(self.preprocess),
             "precision": self.precision if self.device.type == "cuda" else "fp32",
             "torch_version": torch.__version__,
-            **self.extra_provenance,
         }
 
 
