@@ -49,7 +49,8 @@ rm -rf "$work" && mkdir -p "$work"
 
 # --- setup: the project from this checkout, carried wheels, no network ---------------------
 setup_notes=()
-site="$work/site"
+site=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-site.XXXXXX")  # carried wheels, installed here
+trap 'rm -rf "$site"' EXIT
 if [[ -n "${WHEELS:-}" ]]; then
   shopt -s nullglob
   wheels=("$WHEELS"/*.whl)
