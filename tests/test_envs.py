@@ -58,10 +58,14 @@ def conda_and_pip(path: Path) -> tuple[list[str], list[str]]:
     return conda, pip
 
 
-def env_python(path: Path) -> str:
-    """The ``python=X.Y`` the env file pins (conda side)."""
+def conda_pin(path: Path, name: str) -> str:
+    """The version the env file pins for conda package ``name`` (``python``, ``pip``)."""
     conda, _ = conda_and_pip(path)
-    return next(d.split("=", 1)[1] for d in conda if d.startswith("python="))
+    return next(d.split("=", 1)[1] for d in conda if d.startswith(f"{name}="))
+
+
+def env_python(path: Path) -> str:
+    return conda_pin(path, "python")
 
 
 def test_every_rule_names_an_existing_env():
@@ -140,19 +144,37 @@ class Resolution:
     target_created: bool
 
 
-def resolve(path: Path, work: Path) -> Resolution:
+def fetch_pip(version: str, folder: Path) -> Path:
+    """pip ``version``'s wheel from PyPI: the pip the env installs with, run from its wheel
+    (``python pip.whl/pip ...``, as pip documents for bootstrapping), so the resolver and its
+    rules are the env's own, whatever pip this machine has."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "-q"]
+        + ["--only-binary=:all:", "--index-url", PUBLIC_INDEX, "-d", str(folder)]
+        + [f"pip=={version}"],
+        env=isolated_pip_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    wheel = folder / f"pip-{version}-py3-none-any.whl"
+    assert wheel.is_file(), f"pip {version} downloaded no {wheel.name}"
+    return wheel
+
+
+def resolve(path: Path, work: Path, pip_wheel: Path) -> Resolution:
     """``pip install --dry-run --report`` of the env's pip section for its Python on Linux."""
     _, pip_reqs = conda_and_pip(path)
     work.mkdir(parents=True)
     reqs, report, target = work / "requirements.txt", work / "report.json", work / "target"
     reqs.write_text("\n".join(pip_reqs) + "\n")
     cmd = [
-        *(sys.executable, "-m", "pip", "install", "--isolated", "--dry-run"),
+        *(sys.executable, str(pip_wheel / "pip"), "install", "--isolated", "--dry-run"),
         *("--ignore-installed", "--report", str(report), "--index-url", PUBLIC_INDEX),
         *("--python-version", env_python(path), "--implementation", "cp"),
         "--only-binary=:all:",
         *(f"--platform={p}" for p in target_platforms()),
-        # pip 23 accepts platform options only with --target; --dry-run never writes there
+        # pip < 24.? accepts platform options only with --target; --dry-run never writes there
         *("--target", str(target), "--progress-bar", "off", "-r", str(reqs)),
     ]
     start = time.perf_counter()
@@ -172,8 +194,12 @@ def resolve(path: Path, work: Path) -> Resolution:
 def resolutions(tmp_path_factory, request) -> dict[str, Resolution]:
     """All envs resolved at once, in parallel threads (each is mostly waiting on downloads)."""
     work = tmp_path_factory.mktemp("resolve")
+    pips = {v: fetch_pip(v, work / "pip") for v in {conda_pin(p, "pip") for p in ENV_FILES}}
     with ThreadPoolExecutor(max_workers=len(ENV_FILES)) as pool:
-        futures = {p.stem: pool.submit(resolve, p, work / p.stem) for p in ENV_FILES}
+        futures = {
+            p.stem: pool.submit(resolve, p, work / p.stem, pips[conda_pin(p, "pip")])
+            for p in ENV_FILES
+        }
         done = {name: f.result() for name, f in futures.items()}
     plugins = request.config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
@@ -206,6 +232,7 @@ def test_env_pins_co_install_on_linux(path, resolutions):
     assert r.returncode == 0, f"{path.name}: pins do not co-install:\n{tail}"
     assert not r.target_created, "the dry run wrote into its --target folder"
     assert r.report is not None
+    assert r.report["pip_version"] == conda_pin(path, "pip"), "resolved with another pip"
     got = {canonical(i["metadata"]["name"]): i for i in r.report["install"]}
     _, pins = conda_and_pip(path)
     for pin in pins:
