@@ -23,4 +23,5 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         wf.summary_targets(config),
+        wf.gallery_targets(config),
     default_target: True

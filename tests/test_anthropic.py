@@ -174,7 +174,7 @@ def test_payload_images_prefill_and_key(claude, tmp_path):
     assert body["messages"][-1] == {"role": "assistant", "content": "The first image shows"}
     sent = claude.headers[-1]
     assert KEY in (sent.get("x-api-key"), sent.get("authorization", "").removeprefix("Bearer "))
-    assert body["temperature"] == 0.0 and body["top_p"] == 1.0
+    assert body["temperature"] == 0.0 and "top_p" not in body  # only what the request sets
     assert resp.text == "The first image shows answer to compare (prefilled)"
 
 

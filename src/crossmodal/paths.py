@@ -38,6 +38,7 @@ DESCRIPTIONS_LEDGER = f"{_DESC}.ledger.json"
 DESCRIPTIONS_EXPORT = f"{_DESC}.seed.json"
 SHARD = f"{_DESC}.shards/{{shard}}of{{shards}}.parquet"
 SHARD_LEDGER = f"{_DESC}.shards/{{shard}}of{{shards}}.ledger.json"
+GALLERY = f"{RESULTS}/{{dataset}}/val/gallery/{{vlm}}/{{method}}.html"
 DESCRIBE_JOURNAL = f"{RESULTS}/journal/{{dataset}}/{{split}}/{{vlm}}/{{method}}"
 
 # --- PICa, scores, summaries ------------------------------------------------------------------

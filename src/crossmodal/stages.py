@@ -146,6 +146,7 @@ class Describe(Job):
     shards: int = setting("number of shards the targets are split into")
     limit: int | None = setting("describe only the first N targets", optional=True)
     model: Path | None = reads("a locally built model's config.json", optional=True)
+    base: Path | None = reads("the base descriptions (ReCoD's loop 0)", optional=True)
     encoder: dict[str, Any] | None = setting("CLIP encoder entry (ReCoD retrieval)", optional=True)
     index: Path | None = reads("FAISS index of the retrieval collection", optional=True)
     retrieval_images: Path | None = reads(
@@ -163,6 +164,18 @@ class MergeDescriptions(Job):
     table: Path = writes("image_id, loop, text, retrieved_id, score, reference")
     ledger: Path = writes("the shards' ledgers added up")
     export: Path = writes("the descriptions in the reference code's JSON layout")
+
+
+@job("gallery", "crossmodal.recod.gallery:run_gallery")
+class Gallery(Job):
+    """A page of a few validation images: each ReCoD loop's retrieved image and description."""
+
+    descriptions: Path = reads("descriptions of the validation images (a ReCoD method)")
+    images: Path = reads("images.parquet of the validation collection")
+    retrieval_images: Path = reads("images.parquet of the retrieval collection")
+    page: Path = writes("self-contained HTML page for the report")
+    n_images: int = setting("validation images shown")
+    title: str = setting("page title")
 
 
 # --- VQA --------------------------------------------------------------------------------------

@@ -86,17 +86,28 @@ GENERATION_KEYS = (
     "max_tokens",
     "temperature",
     "top_p",
+    "top_k",
+    "repetition_penalty",
     "system_prompt",
+    "base_prompt",
     "image_labels",
     "min_sentence_words",
+    "prefill",
+    "compare_prefill",
+    "cleanup",
+    "pad_to_square",
 )
+
+
+# Sampling a backend cannot send (the schema gives Claude entries no top_k): off.
+OFF = {"top_k": -1, "repetition_penalty": 1.0}
 
 
 def describe_settings(config: Config, vlm: str, method: str, split: str) -> dict[str, Any]:
     """DescribeSettings for one (vlm, method, split): the VLM's sampling + the describe block."""
     spec, d = config["vlms"][vlm], config["describe"]
     return {
-        **{k: spec[k] for k in GENERATION_KEYS},
+        **{k: spec[k] if k in spec else OFF[k] for k in GENERATION_KEYS},
         "method": method,
         "n_descriptions": d["train_descriptions"] if split == "train" else d["n_descriptions"],
         "seed": d["seed"],
@@ -183,6 +194,19 @@ def summary_targets(config: Config) -> list[str]:
     return [paths.fill(paths.SUMMARY_JSON, dataset=ds) for ds in config["datasets"]]
 
 
+def gallery_targets(config: Config) -> list[str]:
+    """A loop gallery per (dataset, vlm, ReCoD method), unless ``describe.gallery`` is 0."""
+    if not config["describe"]["gallery"]:
+        return []
+    return [
+        paths.fill(paths.GALLERY, dataset=ds, vlm=vlm, method=method)
+        for ds in config["datasets"]
+        for vlm in config["describe"]["vlms"]
+        for method in config["describe"]["methods"]
+        if method != "base"
+    ]
+
+
 # --- stage code -------------------------------------------------------------------------------
 
 
@@ -237,6 +261,9 @@ def stages_for(config: Config) -> dict[str, Stage]:
         if w.method != "base":
             rc = retrieval_collection(w.dataset)
             inputs.update(
+                base=paths.fill(
+                    paths.DESCRIPTIONS, dataset=w.dataset, split=w.split, vlm=w.vlm, method="base"
+                ),
                 index=paths.fill(paths.INDEX, collection=rc, encoder=encoder),
                 retrieval_images=paths.fill(paths.IMAGES, collection=rc),
                 retrieval_captions=paths.fill(paths.CAPTIONS, collection=rc),
@@ -393,6 +420,25 @@ def stages_for(config: Config) -> dict[str, Stage]:
             lambda w: {
                 "tables": shard_files(paths.SHARD)(w),
                 "ledgers": shard_files(paths.SHARD_LEDGER)(w),
+            },
+        ),
+        "gallery": Stage(
+            stages.Gallery,
+            {"page": paths.GALLERY},
+            lambda w: {
+                "n_images": d["gallery"],
+                "title": f"{w.dataset} val: {w.method} loops of {w.vlm}",
+            },
+            lambda w: {
+                "descriptions": paths.fill(
+                    paths.DESCRIPTIONS, dataset=w.dataset, split="val", vlm=w.vlm, method=w.method
+                ),
+                "images": paths.fill(
+                    paths.IMAGES, collection=dataset(w.dataset).splits["val"].collection
+                ),
+                "retrieval_images": paths.fill(
+                    paths.IMAGES, collection=retrieval_collection(w.dataset)
+                ),
             },
         ),
         "pica": Stage(

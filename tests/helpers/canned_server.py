@@ -2,7 +2,8 @@
 
 It takes vLLM's command-line shape (``--model``, ``--host``, ``--port`` and any other flag),
 writes the arguments it was started with, one JSON list a line, to the file named by
-``CANNED_SERVER_ARGV`` (when set), and answers ``/health``. Tests use it where only the server's
+``CANNED_SERVER_ARGV`` (when set), every request body to ``CANNED_SERVER_BODIES`` (when set),
+and answers ``/health``. Tests use it where only the server's
 life cycle and command line matter.
 """
 
@@ -44,7 +45,11 @@ def main() -> None:
             self._send(200 if self.path == "/health" else 404, {})
 
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies = os.environ.get("CANNED_SERVER_BODIES")
+            if bodies:  # what the client sent, one JSON object a line
+                with open(bodies, "a") as fh:
+                    fh.write(json.dumps(json.loads(body)) + "\n")
             self._send(
                 200,
                 {

@@ -50,3 +50,26 @@ rule merge_descriptions:
         "results/logs/merge_descriptions/{dataset}_{split}_{vlm}_{method}.log",
     shell:
         "python -m crossmodal merge-descriptions {params.job} 2> {log}"
+
+
+rule gallery:
+    input:
+        unpack(STAGES["gallery"].inputs),
+    output:
+        page=report(
+            STAGES["gallery"].outputs["page"],
+            caption="../report/gallery.rst",
+            category="ReCoD loops",
+            subcategory="{dataset} {vlm} {method}",
+        ),
+    params:
+        job=STAGES["gallery"].job,
+        code=code("gallery"),
+    wildcard_constraints:
+        method="recod|recod_img",
+    conda:
+        ENV["eval"]
+    log:
+        "results/logs/gallery/{dataset}_{vlm}_{method}.log",
+    shell:
+        "python -m crossmodal gallery {params.job} 2> {log}"

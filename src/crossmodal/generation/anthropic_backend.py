@@ -15,7 +15,7 @@ from typing import Any
 
 from crossmodal.generation.http_client import HTTPGenerator, missing_key
 from crossmodal.generation.registry import CAPABILITIES
-from crossmodal.generation.types import Request, Response, image_base64, image_media_type
+from crossmodal.generation.types import Request, Response, image_payload
 
 
 def anthropic_payload(req: Request) -> dict[str, Any]:
@@ -27,27 +27,21 @@ def anthropic_payload(req: Request) -> dict[str, Any]:
         content = []
         for p in m.parts:
             if p.kind == "image":
-                content.append(
-                    {
-                        "type": "image",
-                        "source": {
-                            "type": "base64",
-                            "media_type": image_media_type(p.value),
-                            "data": image_base64(p.value),
-                        },
-                    }
-                )
+                media_type, data = image_payload(p.value, req.pad_to_square)
+                source = {"type": "base64", "media_type": media_type, "data": data}
+                content.append({"type": "image", "source": source})
             else:
                 content.append({"type": "text", "text": p.value})
         messages.append({"role": m.role, "content": content})
     if req.prefill:
         messages.append({"role": "assistant", "content": req.prefill.rstrip()})
     # Sampling settings travel in the body itself: newer SDKs no longer type them, while the
-    # models the reference used (claude-3-haiku) still honour them.
+    # models the reference used (claude-3-haiku) still honour them. Only what the request sets
+    # is sent: the reference's Claude scripts send temperature alone.
     payload: dict[str, Any] = {
         "messages": messages,
         "max_tokens": req.max_tokens,
-        "extra_body": {"temperature": req.temperature, "top_p": req.top_p},
+        "extra_body": req.sampling(),
     }
     if system:
         payload["system"] = system

@@ -15,7 +15,7 @@ from typing import Any
 
 from crossmodal.generation.http_client import HTTPGenerator, missing_key
 from crossmodal.generation.registry import capabilities
-from crossmodal.generation.types import Request, Response, image_base64, image_media_type
+from crossmodal.generation.types import Request, Response, image_payload
 
 
 def chat_messages(req: Request) -> list[dict[str, Any]]:
@@ -28,7 +28,8 @@ def chat_messages(req: Request) -> list[dict[str, Any]]:
         content = []
         for p in m.parts:
             if p.kind == "image":
-                url = f"data:{image_media_type(p.value)};base64,{image_base64(p.value)}"
+                media_type, data = image_payload(p.value, req.pad_to_square)
+                url = f"data:{media_type};base64,{data}"
                 content.append({"type": "image_url", "image_url": {"url": url}})
             else:
                 content.append({"type": "text", "text": p.value})
@@ -53,15 +54,28 @@ def chat_kwargs(model: str, req: Request, *, continue_prefill: bool) -> dict[str
         "model": model,
         "messages": messages,
         "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
         "seed": req.seed,
         "logprobs": req.logprobs or None,
         "stop": list(req.stop) or None,
+        **_standard_sampling(req),
     }
+    extra = _vllm_sampling(req)
     if req.prefill and continue_prefill:
-        kwargs["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+        extra.update(continue_final_message=True, add_generation_prompt=False)
+    if extra:
+        kwargs["extra_body"] = extra
     return kwargs
+
+
+def _standard_sampling(req: Request) -> dict[str, Any]:
+    """The OpenAI API's own sampling fields the request sets (top_p only when configured)."""
+    return {k: v for k, v in req.sampling().items() if k in ("temperature", "top_p")}
+
+
+def _vllm_sampling(req: Request) -> dict[str, Any]:
+    """vLLM's extra sampling fields the request sets (the config check allows them only with
+    vllm_extensions)."""
+    return {k: v for k, v in req.sampling().items() if k in ("top_k", "repetition_penalty")}
 
 
 def chat_response(req: Request, resp: Any) -> Response:
@@ -81,16 +95,18 @@ def chat_response(req: Request, resp: Any) -> Response:
 
 def completion_kwargs(model: str, req: Request) -> dict[str, Any]:
     """``completions.create`` arguments: raw prompts (PICa, as the reference used GPT-3's)."""
-    return {
+    kwargs: dict[str, Any] = {
         "model": model,
         "prompt": raw_prompt(req),
         "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
         "seed": req.seed,
         "logprobs": 1 if req.logprobs else None,
         "stop": list(req.stop) or None,
+        **_standard_sampling(req),
     }
+    if extra := _vllm_sampling(req):
+        kwargs["extra_body"] = extra
+    return kwargs
 
 
 def completion_response(req: Request, resp: Any) -> Response:

@@ -166,11 +166,12 @@ def capability_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
                 f"vlms.{name}.backend: backend {backend!r} takes no images, which the describe "
                 "stage sends; choose a backend that does"
             )
-        if spec.get("prefill") and not caps.prefill:
-            errors.append(
-                f"vlms.{name}.prefill: backend {backend!r} cannot continue an assistant "
-                f"prefill; {prefill_fix(backend)}"
-            )
+        for key in ("prefill", "compare_prefill"):
+            if spec.get(key) and not caps.prefill:
+                errors.append(
+                    f"vlms.{name}.{key}: backend {backend!r} cannot continue an assistant "
+                    f"prefill; {prefill_fix(backend)}"
+                )
         if not caps.seed:
             notes.append(
                 f"vlms.{name}: backend {backend!r} takes no seed, so its descriptions are not "

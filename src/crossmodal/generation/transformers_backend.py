@@ -8,12 +8,30 @@ generator seeded from the request, so a response depends only on its request: a 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import torch
 from PIL import Image
 
 from crossmodal.encoders.base import resolve_device
-from crossmodal.generation.types import Request, Response
+from crossmodal.generation.types import Request, Response, request_image
+
+
+def generate_sampling(req: Request) -> dict[str, Any]:
+    """``generate()`` arguments for exactly the request's sampling. What it leaves out is off,
+    not the model's generation_config default (transformers would sample with top_k=50, say):
+    the same rule as the vLLM server started with ``--generation-config vllm``."""
+    sampling = req.sampling()
+    kwargs: dict[str, Any] = {"repetition_penalty": sampling.get("repetition_penalty", 1.0)}
+    if req.temperature <= 0:
+        return {**kwargs, "do_sample": False}
+    return {
+        **kwargs,
+        "do_sample": True,
+        "temperature": sampling["temperature"],
+        "top_p": sampling.get("top_p", 1.0),
+        "top_k": sampling.get("top_k", 0),
+    }
 
 
 class TransformersGenerator:
@@ -59,8 +77,7 @@ class TransformersGenerator:
             for p in m.parts:
                 if p.kind == "image":
                     content.append({"type": "image"})
-                    with Image.open(p.value) as im:
-                        images.append(im.convert("RGB"))
+                    images.append(request_image(p.value, req.pad_to_square))
                 else:
                     content.append({"type": "text", "text": p.value})
             conversation.append({"role": m.role, "content": content})
@@ -79,15 +96,12 @@ class TransformersGenerator:
         inputs = self.processor(text=prompt, images=images or None, return_tensors="pt").to(
             self.device
         )
-        sample = req.temperature > 0
         kwargs = dict(
             max_new_tokens=req.max_tokens,
-            do_sample=sample,
             output_scores=req.logprobs,
             return_dict_in_generate=True,
+            **generate_sampling(req),
         )
-        if sample:
-            kwargs.update(temperature=req.temperature, top_p=req.top_p)
         state = torch.random.get_rng_state()
         torch.manual_seed(req.seed)  # generate() samples from the global generator
         try:
@@ -147,7 +161,7 @@ class TransformersGenerator:
 
     def _generate_batched(self, requests: list[Request]) -> list[Response]:
         def settings(r: Request):
-            return (r.max_tokens, r.temperature, r.top_p, r.logprobs, r.stop, r.raw)
+            return (r.max_tokens, tuple(r.sampling().items()), r.logprobs, r.stop, r.raw)
 
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
@@ -187,9 +201,7 @@ class TransformersGenerator:
             text=prompts, images=images or None, padding=True, return_tensors="pt"
         ).to(self.device)
         first = reqs[0]
-        kwargs = dict(max_new_tokens=first.max_tokens, do_sample=first.temperature > 0)
-        if first.temperature > 0:
-            kwargs.update(temperature=first.temperature, top_p=first.top_p)
+        kwargs = dict(max_new_tokens=first.max_tokens, **generate_sampling(first))
         state = torch.random.get_rng_state()
         torch.manual_seed(first.seed)
         try:

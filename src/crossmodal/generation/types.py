@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,28 @@ class Request:
     messages: tuple[Message, ...]
     max_tokens: int = 40
     temperature: float = 0.0
-    top_p: float = 1.0
+    top_p: float | None = None  # None: not sent (the server's neutral value, 1.0)
     seed: int = 0
     prefill: str | None = None
     logprobs: bool = False
     stop: tuple[str, ...] = ()
     raw: bool = False  # completion-style: the user text is the whole prompt (no chat template)
+    top_k: int | None = None  # None: not sent (off)
+    repetition_penalty: float | None = None  # None: not sent (off)
+    pad_to_square: bool = False  # images padded to a square with CLIP's mean colour first
+
+    def sampling(self) -> dict[str, float | int]:
+        """The sampling fields this request sets, and only those: a backend sends exactly
+        these, so nothing the configuration did not ask for reaches the model."""
+        fields = {"temperature": self.temperature, "top_p": self.top_p}
+        fields.update(top_k=self.top_k, repetition_penalty=self.repetition_penalty)
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def continuation(self, answer: str) -> str:
+        """What the model wrote after the prefill (the inverse of :meth:`answer`)."""
+        if self.prefill and answer.startswith(self.prefill.rstrip()):
+            return answer[len(self.prefill.rstrip()) :].strip()
+        return answer.strip()
 
     def answer(self, continuation: str) -> str:
         """The answer as readers see it: the prefill, then the model's continuation.
@@ -118,6 +137,40 @@ class Generator(Protocol):
     model: str
 
     def generate(self, requests: list[Request]) -> list[Response]: ...
+
+
+# LLaVA-1.5 pads with its CLIP image processor's mean colour: int(255 * mean) per channel.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+PAD_COLOUR = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104)
+
+
+def pad_to_square(img: Image.Image, colour: tuple[int, ...] = PAD_COLOUR) -> Image.Image:
+    """LLaVA's ``expand2square``: the image centred on a square of ``colour`` (the longer
+    side), so a processor's centre crop no longer cuts the edges of a non-square image."""
+    width, height = img.size
+    if width == height:
+        return img
+    side = max(width, height)
+    square = Image.new(img.mode, (side, side), colour)
+    square.paste(img, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def request_image(path: str, pad: bool) -> Image.Image:
+    """An image of a request as the model must see it: RGB, padded to a square if asked."""
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    return pad_to_square(img) if pad else img
+
+
+def image_payload(path: str, pad: bool) -> tuple[str, str]:
+    """(media type, base64 data) of a request image for an HTTP API. A padded image is sent
+    as PNG (lossless: the pixels sent are exactly the padded ones); others as their own bytes."""
+    if not pad:
+        return image_media_type(path), image_base64(path)
+    buffer = io.BytesIO()
+    request_image(path, True).save(buffer, format="PNG")
+    return "image/png", base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def image_media_type(path: str) -> str:

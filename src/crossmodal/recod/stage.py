@@ -152,6 +152,7 @@ def _run_recod(settings: DescribeSettings, targets, generate, job: stages.Descri
     from crossmodal.recod.retrieval import retrieve
 
     needed = {
+        "--base": job.base,
         "--encoder": job.encoder,
         "--index": job.index,
         "--retrieval-images": job.retrieval_images,
@@ -165,6 +166,7 @@ def _run_recod(settings: DescribeSettings, targets, generate, job: stages.Descri
     captions = texts_by_image(job.retrieval_captions, "caption")
     imgs = pq.read_table(job.retrieval_images, columns=["image_id", "path"]).to_pandas()
     paths = dict(zip(imgs["image_id"].astype(int), imgs["path"], strict=True))
+    first = {i: texts[0] for i, texts in texts_by_image(job.base, "text", "loop").items()}
     return describe_recod(
         settings,
         targets,
@@ -172,6 +174,7 @@ def _run_recod(settings: DescribeSettings, targets, generate, job: stages.Descri
         lambda descs, exclude: retrieve(encoder, index, descs, exclude),
         captions,
         paths,
+        first,
     )
 
 
