@@ -18,6 +18,7 @@ Three passes, all before any job starts:
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -396,3 +397,27 @@ def validate_config(config: Config, schema_path: str | Path) -> Config:
         problems.sort()
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return fill_defaults(config, schema)
+
+
+# The schema of this checkout: defaults live there and nowhere else.
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@functools.cache
+def _schema() -> Schema:
+    if not SCHEMA_PATH.is_file():
+        raise ConfigError(f"{SCHEMA_PATH}: the config schema is missing (run from a checkout)")
+    return load_schema(SCHEMA_PATH)
+
+
+def with_backend_defaults(section: str, entry: Config) -> Config:
+    """A copy of a model entry (``vlms`` / ``llms`` / ``encoders``) with every default of its
+    backend filled from the schema, for code handed an entry that did not pass through
+    :func:`validate_config` (a library call, a test): defaults are never written in code."""
+    definitions = backend_definitions(_schema(), section)
+    backend = entry.get("backend")
+    if backend not in definitions:
+        raise ConfigError(
+            f"{section}: backend {backend!r} unknown; choose one of {sorted(definitions)}"
+        )
+    return fill_defaults(copy.deepcopy(dict(entry)), _schema(), definitions[backend])

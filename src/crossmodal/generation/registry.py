@@ -19,10 +19,10 @@ def _transformers(spec: dict[str, Any]):
 
     return TransformersGenerator(
         spec["model"],
-        device=spec.get("device", "auto"),
-        dtype=spec.get("dtype", "auto"),
-        revision=spec.get("revision"),
-        batch_size=spec.get("batch_size", 1),
+        device=spec["device"],
+        dtype=spec["dtype"],
+        revision=spec["revision"],
+        batch_size=spec["batch_size"],
     )
 
 
@@ -31,13 +31,13 @@ def _openai(spec: dict[str, Any]):
 
     return OpenAIGenerator(
         spec["model"],
-        base_url=spec.get("base_url"),
-        api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-        max_in_flight=spec.get("max_in_flight", 32),
-        timeout=spec.get("timeout", 120),
-        max_retries=spec.get("max_retries", 5),
-        vllm_extensions=spec.get("vllm_extensions", False),
-        backoff=spec.get("backoff", 1.0),
+        base_url=spec["base_url"],
+        api_key_env=spec["api_key_env"],
+        max_in_flight=spec["max_in_flight"],
+        timeout=spec["timeout"],
+        max_retries=spec["max_retries"],
+        vllm_extensions=spec["vllm_extensions"],
+        backoff=spec["backoff"],
     )
 
 
@@ -46,14 +46,14 @@ def _vllm(spec: dict[str, Any]):
 
     return VLLMGenerator(
         spec["model"],
-        base_url=spec.get("base_url"),
-        server_command=spec.get("server_command"),
-        server_args=spec.get("server_args", []),
-        dtype=spec.get("dtype", "auto"),
-        gpus=spec.get("gpus", 1),
-        startup_timeout=spec.get("startup_timeout", 1200),
-        max_in_flight=spec.get("max_in_flight", 64),
-        timeout=spec.get("timeout", 300),
+        base_url=spec["base_url"],
+        server_command=spec["server_command"],
+        server_args=spec["server_args"],
+        dtype=spec["dtype"],
+        gpus=spec["gpus"],
+        startup_timeout=spec["startup_timeout"],
+        max_in_flight=spec["max_in_flight"],
+        timeout=spec["timeout"],
     )
 
 
@@ -62,11 +62,11 @@ def _anthropic(spec: dict[str, Any]):
 
     return AnthropicGenerator(
         spec["model"],
-        base_url=spec.get("base_url"),
-        max_retries=spec.get("max_retries", 6),
-        timeout=spec.get("timeout", 120),
-        max_in_flight=spec.get("max_in_flight", 8),
-        backoff=spec.get("backoff", 1.0),
+        base_url=spec["base_url"],
+        max_retries=spec["max_retries"],
+        timeout=spec["timeout"],
+        max_in_flight=spec["max_in_flight"],
+        backoff=spec["backoff"],
     )
 
 
@@ -79,13 +79,15 @@ BACKENDS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def build_generator(spec: dict[str, Any]):
-    """A generator with ``generate(requests)`` and ``close()`` for the config entry ``spec``."""
-    backend = spec.get("backend")
-    if backend not in BACKENDS:
+    """A generator with ``generate(requests)`` and ``close()`` for the config entry ``spec``;
+    keys it leaves out take the schema's defaults for its backend (the only defaults)."""
+    from crossmodal.config import with_backend_defaults
+
+    if spec.get("backend") not in BACKENDS:
         raise CrossmodalError(
-            f"generation backend {backend!r} unknown; choose one of {sorted(BACKENDS)}"
+            f"generation backend {spec.get('backend')!r} unknown; choose one of {sorted(BACKENDS)}"
         )
-    return BACKENDS[backend](spec)
+    return BACKENDS[spec["backend"]](with_backend_defaults("llms", spec))
 
 
 class CapabilityError(CrossmodalError):
