@@ -15,6 +15,7 @@ from crossmodal.data.prepare import prepare_aokvqa
 from crossmodal.encoders import build_encoder
 from crossmodal.features import extract_image_features, extract_text_features
 from crossmodal.generation.tiny import build_tiny_llava
+from crossmodal.io import write_table
 from crossmodal.recod.stage import DESCRIPTIONS_SCHEMA
 from crossmodal.vqa import aokvqa_eval
 from crossmodal.vqa.stage import run_pica
@@ -88,8 +89,10 @@ def aokvqa_world(tmp_path_factory):
             id_column="question_id",
             text_column="question",
         )
-        pq.write_table(
-            pa.Table.from_pylist(desc, schema=DESCRIPTIONS_SCHEMA), root / f"{split}_desc.parquet"
+        write_table(
+            root / f"{split}_desc.parquet",
+            pa.Table.from_pylist(desc, schema=DESCRIPTIONS_SCHEMA),
+            {"stage": "describe", "left_out": {}},
         )
     build_tiny_llava(root / "lm")
     return root

@@ -50,6 +50,7 @@ def test_every_rule_fills_exactly_its_jobs_fields(name):
     params = stage.params(WILDCARDS)
     if stage.threads_field:
         params[stage.threads_field] = 2
+        assert json.loads(stage.settings(WILDCARDS)) == stage.params(WILDCARDS)
     roles = {
         "input": set(stage.cls.names("input")),
         "output": set(stage.cls.names("output")),

@@ -235,12 +235,24 @@ class Stage:
     inputs: Inputs = field(default=lambda w: {})
     threads_field: str | None = None  # a job field that takes the rule's (scaled) threads
 
-    def job(self, wildcards: Any, input: Any, output: Any, threads: int) -> str:
-        """The job's command-line arguments from the rule's own files and the settings."""
+    def job(self, wildcards: Any, input: Any, output: Any) -> str:
+        """The job's command-line arguments from the rule's own files and the settings.
+
+        Snakemake evaluates this when it builds the DAG and reruns the job when the result
+        changes (a setting, a file name): the minimal-rerun trigger."""
         params = self.params(wildcards)
-        if self.threads_field:
-            params[self.threads_field] = threads
         return self.cls.from_rule(dict(input.items()), dict(output.items()), params).argv()
+
+    def job_with_threads(self, wildcards: Any, input: Any, output: Any, threads: int) -> str:
+        """:meth:`job` for a stage whose ``threads_field`` takes the rule's threads (known
+        only when the job runs, so Snakemake evaluates this late: its rule also passes
+        :meth:`settings`, which it tracks)."""
+        params = {**self.params(wildcards), self.threads_field: threads}
+        return self.cls.from_rule(dict(input.items()), dict(output.items()), params).argv()
+
+    def settings(self, wildcards: Any) -> str:
+        """The job's settings as JSON: what Snakemake compares to decide a rerun."""
+        return json_arg(self.params(wildcards))
 
 
 def stages_for(config: Config) -> dict[str, Stage]:

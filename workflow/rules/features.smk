@@ -7,7 +7,8 @@ rule extract_features:
     output:
         **STAGES["extract_features"].outputs,
     params:
-        job=STAGES["extract_features"].job,
+        job=STAGES["extract_features"].job_with_threads,
+        settings=STAGES["extract_features"].settings,
         code=code("extract-features"),
     threads: max(1, config["features"]["workers"])
     conda:

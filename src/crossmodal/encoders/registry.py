@@ -48,7 +48,7 @@ def _open_clip_encoder(
 
 def build_open_clip(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
     """``model`` (open_clip name) + ``pretrained`` (tag like ``openai`` or a checkpoint path)."""
-    return _open_clip_encoder(spec["model"], spec.get("pretrained"), spec, device, precision)
+    return _open_clip_encoder(spec["model"], spec["pretrained"], spec, device, precision)
 
 
 def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
@@ -58,7 +58,7 @@ def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
     config = resources.files("crossmodal.encoders") / "configs" / f"{TINY_MODEL}.json"
     with resources.as_file(config) as path:
         open_clip.add_model_config(path)
-    seed = int(spec.get("seed", 0))
+    seed = int(spec["seed"])
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -73,9 +73,9 @@ def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     model_id = spec["model"]
-    model = CLIPModel.from_pretrained(model_id, revision=spec.get("revision")).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=spec.get("revision"))
-    proc = CLIPImageProcessor.from_pretrained(model_id, revision=spec.get("revision"))
+    model = CLIPModel.from_pretrained(model_id, revision=spec["revision"]).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=spec["revision"])
+    proc = CLIPImageProcessor.from_pretrained(model_id, revision=spec["revision"])
     short = proc.size.get("shortest_edge", proc.size.get("height"))
     crop = proc.crop_size.get("height", short)
     preprocess = T.Compose(
@@ -128,6 +128,9 @@ def build_encoder(
         raise CrossmodalError(
             f"encoder backend {backend!r} unknown; choose one of {sorted(BACKENDS)}"
         )
+    from crossmodal.config import with_backend_defaults
+
+    spec = with_backend_defaults("encoders", spec)
     dev = resolve_device(device)
     if precision == "auto":
         precision = "fp16" if dev.type == "cuda" else "fp32"

@@ -87,7 +87,7 @@ def generator_identity(spec: dict[str, Any]) -> dict[str, Any]:
         "settings": {k: v for k, v in sorted(spec.items()) if k not in OPERATIONAL_KEYS},
         "code": code_digest(package_root(), BACKEND_MODULES[backend], whole=False),
     }
-    folder = Path(str(spec.get("model", "")))
+    folder = Path(spec["model"])
     if backend != "anthropic" and folder.is_dir():
         identity["weights"] = model_folder_digest(folder)
     return identity

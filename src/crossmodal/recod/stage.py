@@ -109,7 +109,13 @@ def seed_layout(table: pa.Table) -> dict[str, Any]:
 
 def left_out_images(descriptions: str | Path) -> dict[int, str]:
     """Images of a descriptions table's split that were not described, with the reason."""
-    return {int(k): v for k, v in read_provenance(descriptions).get("left_out", {}).items()}
+    provenance = read_provenance(descriptions)
+    if "left_out" not in provenance:
+        raise CrossmodalError(
+            f"{descriptions}: no record of the images left out (not written by the describe "
+            "stage of this version); delete it and rerun"
+        )
+    return {int(k): v for k, v in provenance["left_out"].items()}
 
 
 def run_describe_job(job: stages.Describe) -> list[DescriptionRow]:
@@ -183,11 +189,9 @@ def run_merge_job(job: stages.MergeDescriptions) -> pa.Table:
     if len(job.tables) != len(job.ledgers):
         raise CrossmodalError(f"{len(job.tables)} shard tables but {len(job.ledgers)} ledgers")
     provenances = [read_provenance(t) for t in job.tables]
-    left_out = provenances[0].get("left_out", {})
+    left_out = left_out_images(job.tables[0])
     for path, prov in zip(job.tables, provenances, strict=True):
-        if prov.get("left_out", {}) != left_out or prov.get("settings") != provenances[0].get(
-            "settings"
-        ):
+        if left_out_images(path) != left_out or prov["settings"] != provenances[0]["settings"]:
             raise CrossmodalError(
                 f"{path}: its settings or left-out images differ from {job.tables[0]}'s; "
                 "the shards come from different runs: delete them and rerun"
