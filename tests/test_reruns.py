@@ -52,7 +52,7 @@ def finished(tmp_path_factory):
     copy_checkout(work)
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["demo"].update(n_train=24, n_val=6)
-    config["describe"]["n_descriptions"] = 2
+    config["describe"]["n_descriptions"] = 3  # base, then two ReCoD loops
     (work / "small.yaml").write_text(yaml.safe_dump(config))
     snakemake(work, work / "small.yaml")
     return work, config
@@ -135,7 +135,7 @@ def test_killing_snakemake_during_recod_then_rerunning(finished, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(journal.read_text().splitlines())
-    assert 4 <= done < 12  # 6 targets x 2 descriptions
+    assert 4 <= done < 12  # 6 targets x 2 loops (loop 0 is the base run's)
 
     # a hard kill leaves Snakemake's lock; Snakemake says to clear it with --unlock
     blocked = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
@@ -198,7 +198,7 @@ def test_recipe_export_verify_and_replay_config(finished, tmp_path, monkeypatch)
     ledgers = {f for f in files if f.endswith(".ledger.json")}
     assert ledgers and all(files[f]["why_not"].startswith("run accounting") for f in ledgers)
     assert all(o["deterministic"] for f, o in files.items() if f not in ledgers)
-    assert data["config"]["describe"]["n_descriptions"] == 2  # resolved, defaults filled
+    assert data["config"]["describe"]["n_descriptions"] == 3  # resolved, defaults filled
     assert data["config"]["data"]["retries"] == 5
     assert data["packages"]["torch"] and "commit" in data["code"]
     assert data["models"]["vlms.tiny_llava"]["local_content_sha256"]

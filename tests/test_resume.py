@@ -19,6 +19,7 @@ from crossmodal.features import extract_image_features, read_embeddings
 from crossmodal.generation.tiny import build_tiny_llava
 from crossmodal.index import IndexParams, build_index, save_index
 from crossmodal.jobs import to_args
+from crossmodal.recod.stage import run_describe_job
 
 TINY = {"backend": "tiny", "seed": 0}
 
@@ -44,14 +45,15 @@ def world(tmp_path_factory):
     ids, x = read_embeddings(root / "train_f.parquet")
     save_index(build_index(x, ids, IndexParams("flat")), root / "train.faiss", {})
     build_tiny_llava(root / "vlm", seed=0)
+    (root / "val_skips.json").write_text(json.dumps({"skipped": []}))
+    run_describe_job(describe_job(root, root / "base", "base"))  # ReCoD's loop 0
     return root
 
 
-def describe_cmd(world, out_dir, method="recod"):
-    (world / "val_skips.json").write_text(json.dumps({"skipped": []}))
-    job = stages.Describe(
+def describe_job(world, out_dir, method):
+    return stages.Describe(
         vlm={"backend": "transformers", "model": str(world / "vlm"), "device": "cpu"},
-        settings=describe_settings(method, vlm={"max_tokens": 8}, n_descriptions=4),
+        settings=describe_settings(method, vlm={"max_tokens": 8}, n_descriptions=5),
         images=world / "val_images.parquet",
         questions=world / "val_q.parquet",
         skips=world / "val_skips.json",
@@ -65,7 +67,12 @@ def describe_cmd(world, out_dir, method="recod"):
         ledger=out_dir / "ledger.json",
         shard=0,
         shards=1,
+        base=None if method == "base" else world / "base" / "d.parquet",
     )
+
+
+def describe_cmd(world, out_dir, method):
+    job = describe_job(world, out_dir, method)
     return [sys.executable, "-m", "crossmodal", "describe", *to_args(job)]
 
 
@@ -81,7 +88,7 @@ def test_kill_and_rerun_equals_uninterrupted(world, tmp_path, method):
     cut.mkdir()
     subprocess.run(describe_cmd(world, ref, method), check=True, capture_output=True)
     total = len(journal_keys(ref / "journal" / "shard0of1.jsonl"))
-    assert total == 6 * 4  # 6 targets x (base + 3 loops)
+    assert total == 6 * 4  # 6 targets x 4 loops (loop 0 is the base run's)
 
     proc = subprocess.Popen(describe_cmd(world, cut, method), stderr=subprocess.DEVNULL)
     journal = cut / "journal" / "shard0of1.jsonl"

@@ -238,15 +238,13 @@ class Stage:
     def job(self, wildcards: Any, input: Any, output: Any) -> str:
         """The job's command-line arguments from the rule's own files and the settings.
 
-        Snakemake evaluates this when it builds the DAG and reruns the job when the result
-        changes (a setting, a file name): the minimal-rerun trigger."""
+        Snakemake evaluates a parameter that needs the rule's files late, so every rule also
+        passes :meth:`settings`, which it compares with the last run's to decide a rerun."""
         params = self.params(wildcards)
         return self.cls.from_rule(dict(input.items()), dict(output.items()), params).argv()
 
     def job_with_threads(self, wildcards: Any, input: Any, output: Any, threads: int) -> str:
-        """:meth:`job` for a stage whose ``threads_field`` takes the rule's threads (known
-        only when the job runs, so Snakemake evaluates this late: its rule also passes
-        :meth:`settings`, which it tracks)."""
+        """:meth:`job` for a stage whose ``threads_field`` takes the rule's threads."""
         params = {**self.params(wildcards), self.threads_field: threads}
         return self.cls.from_rule(dict(input.items()), dict(output.items()), params).argv()
 

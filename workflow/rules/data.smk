@@ -8,6 +8,7 @@ rule download:
         **STAGES["download"].outputs,
     params:
         job=STAGES["download"].job,
+        settings=STAGES["download"].settings,
     wildcard_constraints:
         archive="|".join(re.escape(a) for a in ARCHIVES),
     conda:
@@ -25,6 +26,7 @@ rule extract:
         **STAGES["extract"].outputs,
     params:
         job=STAGES["extract"].job,
+        settings=STAGES["extract"].settings,
     conda:
         ENV["eval"]
     log:
@@ -38,6 +40,7 @@ rule make_demo:
         **STAGES["make_demo"].outputs,
     params:
         job=STAGES["make_demo"].job,
+        settings=STAGES["make_demo"].settings,
         code=code("make-demo"),
     conda:
         ENV["eval"]
@@ -54,6 +57,7 @@ rule prepare_collection:
         **STAGES["prepare_collection"].outputs,
     params:
         job=STAGES["prepare_collection"].job,
+        settings=STAGES["prepare_collection"].settings,
         code=code("prepare-collection"),
     conda:
         ENV["eval"]
@@ -70,6 +74,7 @@ rule prepare_questions:
         **STAGES["prepare_questions"].outputs,
     params:
         job=STAGES["prepare_questions"].job,
+        settings=STAGES["prepare_questions"].settings,
         code=code("prepare-questions"),
     conda:
         ENV["eval"]

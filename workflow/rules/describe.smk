@@ -8,6 +8,7 @@ rule make_tiny_vlm:
         **STAGES["make_tiny_vlm"].outputs,
     params:
         job=STAGES["make_tiny_vlm"].job,
+        settings=STAGES["make_tiny_vlm"].settings,
         code=code("make-tiny-vlm"),
     conda:
         ENV["clip"]
@@ -24,6 +25,7 @@ rule describe:
         **STAGES["describe"].outputs,
     params:
         job=STAGES["describe"].job,
+        settings=STAGES["describe"].settings,
         code=code("describe"),
     resources:
         gpu=lambda w: config["vlms"][w.vlm]["gpus"],
@@ -43,6 +45,7 @@ rule merge_descriptions:
         **STAGES["merge_descriptions"].outputs,
     params:
         job=STAGES["merge_descriptions"].job,
+        settings=STAGES["merge_descriptions"].settings,
         code=code("merge-descriptions"),
     conda:
         ENV["eval"]
@@ -64,6 +67,7 @@ rule gallery:
         ),
     params:
         job=STAGES["gallery"].job,
+        settings=STAGES["gallery"].settings,
         code=code("gallery"),
     wildcard_constraints:
         method="recod|recod_img",

@@ -8,6 +8,7 @@ rule score:
         **STAGES["score"].outputs,
     params:
         job=STAGES["score"].job,
+        settings=STAGES["score"].settings,
         code=code("score"),
     conda:
         ENV["eval"]
@@ -33,6 +34,7 @@ rule summarize:
         ),
     params:
         job=STAGES["summarize"].job,
+        settings=STAGES["summarize"].settings,
         code=code("summarize"),
     conda:
         ENV["eval"]

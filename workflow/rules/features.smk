@@ -26,6 +26,7 @@ rule extract_question_features:
         **STAGES["extract_question_features"].outputs,
     params:
         job=STAGES["extract_question_features"].job,
+        settings=STAGES["extract_question_features"].settings,
         code=code("extract-text-features"),
     conda:
         ENV["clip"]

@@ -8,6 +8,7 @@ rule build_index:
         **STAGES["build_index"].outputs,
     params:
         job=STAGES["build_index"].job,
+        settings=STAGES["build_index"].settings,
         code=code("build-index"),
     conda:
         ENV["clip"]

@@ -8,6 +8,7 @@ rule pica:
         **STAGES["pica"].outputs,
     params:
         job=STAGES["pica"].job,
+        settings=STAGES["pica"].settings,
         code=code("pica"),
     resources:
         gpu=lambda w: config["llms"][w.llm]["gpus"],

@@ -33,13 +33,13 @@ from crossmodal.generation.types import Request, Response
 log = logging.getLogger(__name__)
 
 # Config keys that change how requests travel, never what comes back: not part of the identity.
+# (``gpus`` is part of it: for vLLM it decides CPU or GPU serving and tensor parallelism.)
 OPERATIONAL_KEYS = frozenset(
     {
         "max_in_flight",
         "timeout",
         "max_retries",
         "startup_timeout",
-        "gpus",
         "mem_mb",
         "price",
         "api_key_env",
