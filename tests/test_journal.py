@@ -198,3 +198,18 @@ def test_ledger_counts_empty_answers_and_journal_sources(tmp_path, picture):
     assert out[0].ok and out[0].empty
     assert stats["empty_answers"] == 1 and stats["sent"] == 1
     assert stats["generator_identity"]["settings"]["model"] == "org/model"
+
+
+def test_ledger_records_the_sampling_that_was_sent(tmp_path, picture):
+    reqs = [
+        Request(describe(picture).messages, max_tokens=4, temperature=t, top_p=0.7, seed=1)
+        for t in (0.1, 0.6)
+    ]
+    with journaled(SPEC, tmp_path / "j", Counting()) as gen:
+        gen(reqs)
+        sent = gen.stats()["sampling_sent"]
+    assert sent == {
+        "max_tokens": {"requests": 2, "min": 4, "max": 4},
+        "temperature": {"requests": 2, "min": 0.1, "max": 0.6},
+        "top_p": {"requests": 2, "min": 0.7, "max": 0.7},
+    }  # no top_k or repetition_penalty: they were not sent

@@ -172,8 +172,11 @@ def test_pica_refuses_a_missing_training_description_naming_the_image(tmp_path):
 def test_shard_ledgers_add_up():
     a = {"model": "m", "requests": 3, "sent": 2, "answered_from_journal": 1, "cost_usd": 0.1}
     b = {"model": "m", "requests": 4, "sent": 4, "answered_from_journal": 0, "cost_usd": 0.25}
+    a["sampling_sent"] = {"temperature": {"requests": 3, "min": 0.1, "max": 0.5}}
+    b["sampling_sent"] = {"temperature": {"requests": 4, "min": 0.05, "max": 0.3}}
     merged = merge_ledgers([a, b])
     assert merged["requests"] == 7 and merged["sent"] == 6 and merged["shards"] == 2
+    assert merged["sampling_sent"] == {"temperature": {"requests": 7, "min": 0.05, "max": 0.5}}
     assert merged["cost_usd"] == pytest.approx(0.35)
 
 

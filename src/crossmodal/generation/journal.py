@@ -257,6 +257,7 @@ class JournaledGenerator:
         self.ledger = Ledger(spec["model"], spec.get("price") or {})
         self.chunk = chunk
         self.requested: set[str] = set()
+        self.sampling: dict[str, list[float]] = {}  # field -> every value requested
         self._images = ImageDigests()
         self._generator = None
 
@@ -273,6 +274,9 @@ class JournaledGenerator:
     def __call__(self, requests: list[Request]) -> list[Response]:
         keys = self.keys(requests)
         self.requested.update(keys)
+        for req in requests:
+            for name, value in {"max_tokens": req.max_tokens, **req.sampling()}.items():
+                self.sampling.setdefault(name, []).append(value)
         responses = run_journaled(self._generate, requests, keys, self.journal, chunk=self.chunk)
         self.ledger.add(responses, [r.empty for r in responses])
         return responses
@@ -285,6 +289,10 @@ class JournaledGenerator:
             "answered_from_journal": len(self.requested) - sent,
             "torn_journal_lines": self.journal.torn_lines,
             "generator_identity": self.identity,
+            "sampling_sent": {
+                name: {"requests": len(v), "min": min(v), "max": max(v)}
+                for name, v in sorted(self.sampling.items())
+            },
         }
         log.info(
             "%s: %d answers from the journal, %d requests sent (%d empty answers)",

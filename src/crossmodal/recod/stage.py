@@ -220,6 +220,18 @@ def merge_ledgers(ledgers: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ADDITIVE:
         if key in out:
             out[key] = sum(ledger[key] for ledger in ledgers)
+    out["sampling_sent"] = _merge_sampling([ledger["sampling_sent"] for ledger in ledgers])
     out["cost_usd"] = round(out["cost_usd"], 6)
     out["shards"] = len(ledgers)
     return out
+
+
+def _merge_sampling(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Shards' records of the sampling they sent: request counts added, ranges widened."""
+    merged: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for name, seen in part.items():
+            into = merged.setdefault(name, {"requests": 0, "min": seen["min"], "max": seen["max"]})
+            into["requests"] += seen["requests"]
+            into["min"], into["max"] = min(into["min"], seen["min"]), max(into["max"], seen["max"])
+    return dict(sorted(merged.items()))
