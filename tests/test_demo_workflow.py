@@ -71,6 +71,15 @@ def test_demo_produces_the_accuracy_summary(demo_run):
     val_questions = pq.read_table(demo_run / "results/data/demo/val/questions.parquet").num_rows
     assert all(r["n_questions"] == val_questions and 0 <= r["accuracy"] <= 100 for r in runs)
     assert len({r["config_hash"] for r in runs}) == 3  # one per method
+    # ReCoD's loop 0 is the base run's first description: at k=1 the three methods share
+    # their contexts, so their answers and accuracy are the same
+    at_one = {r["method"]: r["accuracy"] for r in runs if r["loop"] == 1}
+    assert len(set(at_one.values())) == 1, at_one
+    answers = {
+        m: (demo_run / f"results/demo/val/answers/tiny_llava/{m}/loop1/tiny_lm.json").read_bytes()
+        for m in ("base", "recod", "recod_img")
+    }
+    assert len(set(answers.values())) == 1
     assert (demo_run / "results/demo/acc.png").read_bytes()[:4] == b"\x89PNG"
     recod = pq.read_table(demo_run / "results/demo/val/descriptions/tiny_llava/recod.parquet")
     assert recod.num_rows == 50 * n_loops  # every val image, base + loops
