@@ -249,3 +249,13 @@ class AokvqaEval(Job):
     dataset: Path = reads("aokvqa_v1p0_SPLIT.json")
     predictions: Path = reads("{question_id: {direct_answer, multiple_choice}}")
     out: Path = writes("direct-answer and multiple-choice accuracy, per question")
+
+
+@job("itr-eval", "crossmodal.cusa.itr_eval:run_itr_eval")
+class ItrEval(Job):
+    """Image-text retrieval R@1/5/10 both ways and rsum of a similarity matrix (itm_eval)."""
+
+    scores: Path = reads("images x texts similarity matrix (.npy)")
+    img_ids: Path = reads("JSON list: the image id of each row of the scores")
+    txt_img: Path = reads("JSON list: the image id of each text (column of the scores)")
+    out: Path = writes("i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10 rsum, in percent")
