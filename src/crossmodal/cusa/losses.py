@@ -55,8 +55,9 @@ Departures, and why
 -------------------
 1. Only the published configuration's branches are ported: CSA mode ``each``, ``use_loss:
    "kl"``, one shared CSA temperature, two USA temperatures, one frozen teacher temperature.
-   The ``add``/``dot`` teacher fusions, ``use_loss: "contrastive"`` and the per-direction
-   temperature variants appear only in the reference's configs/test.yaml smoke test.
+   The ``add``/``dot`` teacher fusions and ``use_loss: "contrastive"`` appear in no config of
+   the reference; per-direction temperatures only in its configs/test.yaml smoke test. The
+   published ``only_contrastive.yaml`` baseline is ``csa_rate: 0, usa_rate: 0`` here.
 2. The loss takes head outputs, not images: the backbone forward (M:334-335) belongs to the
    training stage, which already has one way to load CLIP (the encoder registry).
 3. The four heads always exist. The reference builds the uni heads only when USA is on; with
