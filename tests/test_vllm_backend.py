@@ -202,3 +202,9 @@ def test_server_dies_with_the_job(how, tmp_path):
             job.kill()
         if "server_pid" in locals() and alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_pinned_revision_is_served():
+    args = server_arguments("org/model", 8000, gpus=1, revision="abc123")
+    assert flag_value(args, "--revision") == "abc123"
+    assert flag_value(server_arguments("org/model", 8000, gpus=1), "--revision") is None

@@ -51,6 +51,7 @@ def _vllm(spec: dict[str, Any]):
         server_args=spec["server_args"],
         dtype=spec["dtype"],
         gpus=spec["gpus"],
+        revision=spec["revision"],
         startup_timeout=spec["startup_timeout"],
         max_in_flight=spec["max_in_flight"],
         timeout=spec["timeout"],

@@ -80,6 +80,7 @@ def server_arguments(
     dtype: str = "auto",
     gpus: int = 1,
     server_args: Sequence[str] = (),
+    revision: str | None = None,
 ) -> list[str]:
     """The arguments after the server command: model, address, then defaults ``server_args``
     does not override, then ``server_args`` itself.
@@ -98,6 +99,8 @@ def server_arguments(
         ({"--dtype"}, ["--dtype", _served_dtype(dtype, cpu)]),
         ({"--generation-config"}, ["--generation-config", "vllm"]),
     ]
+    if revision:  # the hub revision the entry pins, served as pinned
+        defaults.append(({"--revision"}, ["--revision", revision]))
     if gpus > 1:
         defaults.append(({"--tensor-parallel-size", "-tp"}, ["--tensor-parallel-size", str(gpus)]))
     if cpu:
@@ -148,6 +151,7 @@ class VLLMGenerator:
         server_args: list[str] | None = None,
         dtype: str = "auto",
         gpus: int = 1,
+        revision: str | None = None,
         startup_timeout: float = 1200,
         max_in_flight: int = 64,
         timeout: float = 300,
@@ -156,6 +160,7 @@ class VLLMGenerator:
         self.server_command = list(server_command or DEFAULT_COMMAND)
         self.server_args = list(server_args or [])
         self.dtype = dtype
+        self.revision = revision
         self.gpus = gpus
         self.startup_timeout = startup_timeout
         self.max_in_flight = max_in_flight
@@ -225,7 +230,12 @@ class VLLMGenerator:
     def _start(self) -> str:
         port = free_port()
         args = server_arguments(
-            self.model, port, dtype=self.dtype, gpus=self.gpus, server_args=self.server_args
+            self.model,
+            port,
+            dtype=self.dtype,
+            gpus=self.gpus,
+            server_args=self.server_args,
+            revision=self.revision,
         )
         cmd = [*self.server_command, *args]
         self.command = cmd
