@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.codehash import code_digest, package_root
+from crossmodal.errors import CrossmodalError
 from crossmodal.generation import Request, Response, image, text
 from crossmodal.generation.journal import (
     Journal,
@@ -90,7 +91,7 @@ def test_operational_settings_keep_the_answers(tmp_path, picture):
     with journaled(SPEC, tmp_path / "j", Counting()) as gen:
         gen([describe(picture)])
     quiet = Counting()
-    moved = {**SPEC, "max_in_flight": 3, "timeout": 9, "base_url": "http://127.0.0.1:1/v1"}
+    moved = {**SPEC, "max_in_flight": 3, "timeout": 9, "backoff": 2.0, "max_retries": 1}
     with journaled(moved, tmp_path / "j", quiet) as gen:
         gen([describe(picture)])
     assert not quiet.sent
@@ -213,3 +214,36 @@ def test_ledger_records_the_sampling_that_was_sent(tmp_path, picture):
         "temperature": {"requests": 2, "min": 0.1, "max": 0.6},
         "top_p": {"requests": 2, "min": 0.7, "max": 0.7},
     }  # no top_k or repetition_penalty: they were not sent
+
+
+def test_the_server_an_openai_entry_names_is_part_of_its_identity():
+    """base_url of an OpenAI-compatible entry picks the weights; Anthropic's API is one API."""
+    openai = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
+    moved = {**openai, "base_url": "http://127.0.0.1:2/v1"}
+    assert generator_identity(openai) != generator_identity(moved)
+    claude = {"backend": "anthropic", "model": "c", "base_url": None, "gpus": 0}
+    proxied = {**claude, "base_url": "http://127.0.0.1:3", "gpus": 1, "backoff": 5.0}
+    assert generator_identity(claude) == generator_identity(proxied)
+
+
+def test_where_a_transformers_model_runs_is_part_of_its_identity(monkeypatch):
+    """``device: auto`` means float16 on a GPU and float32 on the CPU: not the same answers."""
+    import torch
+
+    on_cpu = generator_identity({**SPEC, "device": "auto"})
+    assert on_cpu["runs_on"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert generator_identity({**SPEC, "device": "auto"})["runs_on"] == "cuda"
+
+
+def test_a_record_this_version_cannot_read_is_an_error_not_a_redo(tmp_path):
+    folder = tmp_path / "j"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(
+        json.dumps({"key": "k", "response": {"text": "x", "novel_field": 1}}) + "\n"
+    )
+    with pytest.raises(CrossmodalError, match=r"a.jsonl:1: a journal record this version"):
+        Journal(folder, "a.jsonl")
+    (folder / "a.jsonl").write_text(json.dumps({"response": {"text": "x"}}) + "\n")
+    with pytest.raises(CrossmodalError, match=r"a.jsonl:1: not a journal record"):
+        Journal(folder, "a.jsonl")

@@ -219,6 +219,15 @@ def test_config_hash_ignores_how_work_is_split():
     h = lambda c: workflow.config_hash(c, "demo", "tiny_llava", "recod", "tiny_lm")  # noqa: E731
     assert h(base) == h(split)
     assert h(base) != h(demo_config(describe={"n_reference_captions": 1}))
+    # reusing the first captions draws them per shard: then shards shape the result
+    reuse = {"reuse_first_references": True}
+    assert h(demo_config(describe=reuse)) != h(demo_config(describe={**reuse, "shards": 2}))
+
+
+def test_an_empty_list_survives_the_command_line():
+    job = stages.Summarize(scores=[], runs=[], title="t", summary="s.json", plot="p.png")
+    args = build_parser().parse_args(["summarize", *jobs.to_args(job)])
+    assert jobs.from_namespace(stages.Summarize, args).scores == []
 
 
 def test_describe_settings_have_no_defaults_outside_the_schema():

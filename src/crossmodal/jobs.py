@@ -194,8 +194,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Job]) -> None:
         role = f.metadata.get(ROLE, PARAM)
         help_text = f"[{role}] {f.metadata.get(HELP, '')}"
         kwargs: dict[str, Any] = {"required": not optional, "help": help_text, "dest": f.name}
-        if kind == "list":
-            kwargs.update(nargs="+", type=item)
+        if kind == "list":  # may be empty (a summary of no runs), but the flag is required
+            kwargs.update(nargs="*", type=item)
         elif kind == "bool":
             kwargs.update(type=_bool, metavar="true|false")
         elif kind == "json":

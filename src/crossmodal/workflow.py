@@ -154,6 +154,14 @@ def retrieval_collection(name: str) -> str:
 OPERATIONAL = {"features": ("workers",), "describe": ("chunk", "shards")}
 
 
+def _operational_describe(config: Config) -> tuple[str, ...]:
+    """With ``reuse_first_references`` the first pair is drawn per shard: shards then shape
+    the result and belong in its hash."""
+    if config["describe"]["reuse_first_references"]:
+        return tuple(k for k in OPERATIONAL["describe"] if k != "shards")
+    return OPERATIONAL["describe"]
+
+
 def _without(block: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in block.items() if k not in keys}
 
@@ -168,7 +176,7 @@ def config_hash(config: Config, ds: str, vlm: str, method: str, llm: str) -> str
         "features": _without(config["features"], OPERATIONAL["features"]),
         "index": config["index"],
         "vlm": config["vlms"][vlm],
-        "describe": _without(config["describe"], OPERATIONAL["describe"]),
+        "describe": _without(config["describe"], _operational_describe(config)),
         "llm": config["llms"][llm],
         "pica": config["pica"],
         "demo": config["demo"],

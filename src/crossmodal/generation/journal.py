@@ -39,13 +39,20 @@ OPERATIONAL_KEYS = frozenset(
         "max_in_flight",
         "timeout",
         "max_retries",
+        "backoff",
         "startup_timeout",
         "mem_mb",
         "price",
         "api_key_env",
-        "base_url",
     }
 )
+# Per backend, more keys that cannot change an answer: the Anthropic API is the Anthropic API
+# wherever it is reached from, and the API backends use no local GPUs. (``base_url`` of an
+# OpenAI-compatible or vLLM entry names the server, and so the weights: part of the identity.)
+OPERATIONAL_FOR = {
+    "anthropic": frozenset({"base_url", "gpus"}),
+    "openai": frozenset({"gpus"}),
+}
 # The module whose code (with what it imports) makes each backend's answers.
 BACKEND_MODULES = {
     "transformers": "crossmodal.generation.transformers_backend",
@@ -79,14 +86,25 @@ def model_folder_digest(folder: Path) -> str:
 
 
 def generator_identity(spec: dict[str, Any]) -> dict[str, Any]:
-    """What decides a generator's answers: its output-relevant settings, its code, its weights."""
+    """What decides a generator's answers: its output-relevant settings, its code, its weights.
+
+    Keys the entry leaves out count with their schema defaults, so a spelled-out default and a
+    left-out one are the same generator."""
+    from crossmodal.config import with_backend_defaults
+
     backend = spec["backend"]
     if backend not in BACKEND_MODULES:
         raise CrossmodalError(f"generation backend {backend!r} unknown")
+    spec = with_backend_defaults("llms", spec)
+    operational = OPERATIONAL_KEYS | OPERATIONAL_FOR.get(backend, frozenset())
     identity: dict[str, Any] = {
-        "settings": {k: v for k, v in sorted(spec.items()) if k not in OPERATIONAL_KEYS},
+        "settings": {k: v for k, v in sorted(spec.items()) if k not in operational},
         "code": code_digest(package_root(), BACKEND_MODULES[backend], whole=False),
     }
+    if backend == "transformers":  # "auto" means float16 on a GPU, float32 on the CPU
+        from crossmodal.encoders.base import resolve_device
+
+        identity["runs_on"] = resolve_device(spec["device"]).type
     folder = Path(spec["model"])
     if backend != "anthropic" and folder.is_dir():
         identity["weights"] = model_folder_digest(folder)
@@ -142,14 +160,23 @@ class Journal:
 
     def _load(self, path: Path) -> None:
         with path.open() as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 try:
                     rec = json.loads(line)
-                    response = Response.from_record(rec["response"])
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except json.JSONDecodeError:
                     self.torn_lines += 1
                     continue
-                self.done[rec["key"]] = response
+                if not isinstance(rec, dict) or "key" not in rec or "response" not in rec:
+                    raise CrossmodalError(
+                        f"{path}:{number}: not a journal record; move the file away and rerun"
+                    )
+                try:
+                    self.done[rec["key"]] = Response.from_record(rec["response"])
+                except TypeError as exc:  # a field this version does not know
+                    raise CrossmodalError(
+                        f"{path}:{number}: a journal record this version cannot read ({exc}); "
+                        "it was written by another version of crossmodal"
+                    ) from exc
 
     def _end_torn_line(self) -> None:
         """A kill mid-write leaves a last line without its newline; end it, so the next record

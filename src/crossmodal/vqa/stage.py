@@ -150,14 +150,28 @@ def run_pica(job: stages.Pica) -> dict[str, Any]:
             _write_answers(out, records, job.format, val, embed)
         stats = generate.stats()
     write_json(job.ledger, stats)
+    wanted = settings.n_shot * settings.n_ensemble
     coverage = {
         "questions": len(val_all),
         "answered": len(val),
         "answered_ids": [str(q) for q in val["question_id"]],
         "left_out": left_out_q,
         "left_out_by_reason": dict(Counter(reason_kind(r) for r in left_out_q.values())),
-        "examples": {"pool": len(examples), "excluded": dict(sorted(excluded.items()))},
+        "examples": {
+            "pool": len(examples),
+            "excluded": dict(sorted(excluded.items())),
+            # a pool smaller than n_shot x n_ensemble leaves the later prompts short
+            "per_question": min(wanted, len(examples)),
+            "wanted_per_question": wanted,
+        },
     }
+    if len(examples) < wanted:
+        log.warning(
+            "only %d usable in-context examples for %d per question (n_shot x n_ensemble): "
+            "the later ensemble prompts get fewer examples",
+            len(examples),
+            wanted,
+        )
     write_json(job.coverage, coverage)
     if left_out_q:
         log.warning("%d of %d questions left out: %s", len(left_out_q), len(val_all), coverage)
