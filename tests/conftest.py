@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,3 +85,27 @@ def file_server() -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    """This checkout's Snakefile on 2 cores in ``workdir``. ``args`` (targets, flags) go before
+    ``--configfile``, which takes several values."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            *args,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(configfile),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )

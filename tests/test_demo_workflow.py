@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
+from conftest import run_snakemake as run_demo_config
 
 
 def run_snakemake(workdir, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "demo.yaml"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-    )
+    return run_demo_config(workdir, workdir / "demo.yaml", *args)
 
 
 @pytest.fixture(scope="module")

@@ -5,37 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_snakemake
 
 LIMIT = 5
 
 
 def run(work, *targets):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--cores",
-            "2",
-            *targets,  # before --configfile, which takes several values
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--configfile",
-            str(work / "c.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=work,
-    )
+    proc = run_snakemake(work, work / "c.yaml", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
