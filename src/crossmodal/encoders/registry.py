@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -12,6 +14,40 @@ from crossmodal.encoders.base import ClipEncoder, resolve_device
 from crossmodal.errors import CrossmodalError
 
 TINY_MODEL = "crossmodal-tiny"
+
+
+@dataclass
+class TrainableClip:
+    """The open_clip model behind an encoder entry, for fine-tuning (not in eval mode).
+
+    ``preprocess`` is the model's evaluation transform (what CUSA's reference trains with);
+    ``tokenizer`` maps texts to a ``[n, context_length]`` token tensor.
+    """
+
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    embed_dim: int
+    image_size: int
+    spec: dict[str, Any]
+
+
+def _load_open_clip(model_name: str, pretrained: str | None, spec: dict, device: torch.device):
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, pretrained=pretrained, device=device
+    )
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else int(size)
+    return TrainableClip(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        embed_dim=int(model.text_projection.shape[1]),
+        image_size=size,
+        spec=spec,
+    )
 
 
 def _open_clip_encoder(
@@ -51,20 +87,26 @@ def build_open_clip(spec: dict, device: torch.device, precision: str) -> ClipEnc
     return _open_clip_encoder(spec["model"], spec["pretrained"], spec, device, precision)
 
 
-def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
-    """A seeded random-weight open_clip model from the config shipped in the package."""
+@contextlib.contextmanager
+def _tiny_model_seed(spec: dict):
+    """Register the tiny config and seed its random weights, leaving the global RNG as it was."""
     import open_clip
 
     config = resources.files("crossmodal.encoders") / "configs" / f"{TINY_MODEL}.json"
     with resources.as_file(config) as path:
         open_clip.add_model_config(path)
-    seed = int(spec["seed"])
     state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    torch.manual_seed(int(spec["seed"]))
     try:
-        return _open_clip_encoder(TINY_MODEL, None, spec, device, precision)
+        yield
     finally:
         torch.random.set_rng_state(state)
+
+
+def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
+    """A seeded random-weight open_clip model from the config shipped in the package."""
+    with _tiny_model_seed(spec):
+        return _open_clip_encoder(TINY_MODEL, None, spec, device, precision)
 
 
 def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
@@ -135,3 +177,22 @@ def build_encoder(
     if precision == "auto":
         precision = "fp16" if dev.type == "cuda" else "fp32"
     return BACKENDS[backend](spec, dev, precision)
+
+
+def load_trainable_clip(spec: dict[str, Any], device: str = "cpu") -> TrainableClip:
+    """The model of an ``open_clip`` or ``tiny`` encoder entry, to fine-tune (CUSA and the
+    other training stages). The same weights :func:`build_encoder` loads for the entry."""
+    from crossmodal.config import with_backend_defaults
+
+    backend = spec.get("backend")
+    if backend not in ("open_clip", "tiny"):
+        raise CrossmodalError(
+            f"encoder backend {backend!r} cannot be fine-tuned here: use an open_clip or tiny "
+            "encoder entry as the student"
+        )
+    spec = with_backend_defaults("encoders", spec)
+    dev = resolve_device(device)
+    if backend == "tiny":
+        with _tiny_model_seed(spec):
+            return _load_open_clip(TINY_MODEL, None, spec, dev)
+    return _load_open_clip(spec["model"], spec["pretrained"], spec, dev)
