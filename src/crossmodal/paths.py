@@ -23,6 +23,7 @@ TINY_MODEL = f"{TINY_MODEL_DIR}/config.json"
 IMAGES = f"{RESULTS}/data/{{collection}}/images.parquet"
 CAPTIONS = f"{RESULTS}/data/{{collection}}/captions.parquet"
 QUESTIONS = f"{RESULTS}/data/{{dataset}}/{{split}}/questions.parquet"
+ITR_PAIRS = f"{RESULTS}/data/itr/{{dataset}}/pairs.parquet"
 
 # --- features and indexes ---------------------------------------------------------------------
 IMAGE_FEATURES = f"{RESULTS}/features/{{collection}}/{{encoder}}.parquet"
