@@ -6,7 +6,11 @@ extract and prepare rules, so adding a data set is one entry here and nothing in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from crossmodal.errors import CrossmodalError
+from crossmodal.paths import RESOURCES
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,64 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
+@dataclass(frozen=True)
+class ItrDataset:
+    """An image-text retrieval data set: Karpathy split files in ALBEF's JSON layout + images.
+
+    The split files (ALBEF's ``data.tar.gz``; the demo world writes its own) list train entries
+    one per caption ``{"caption", "image", "image_id"}`` and val/test entries one per image
+    ``{"image", "caption": [...]}``; ``image`` is a path relative to the image folder. The images
+    come either from resources (``images``, put in place by ``image_collections``' archives or
+    the demo world) or, where no public download exists, from the user's folder named by
+    ``data.mirrors[image_mirror]``. ``root``, ``archives`` and ``mirror_key`` describe the
+    archive of split files the way a ``Collection`` describes its archives.
+    """
+
+    root: str  # resources-relative folder the split files' archive extracts into
+    splits: dict[str, str]  # train / val / test -> split file inside root
+    images: str | None  # resources-relative folder the split files' image paths start from
+    image_mirror: str = ""  # with images=None: data.mirrors key of the user's image folder
+    example_image: str = ""  # an image path as the split files give it (for messages)
+    image_collections: tuple[str, ...] = ()  # collections whose archives hold the images
+    archives: tuple[str, ...] = ()  # manifest names that provide the split files; empty = demo
+    mirror_key: str = ""  # data.mirrors key that can replace the archives' URL
+
+
+ITR_SPLITS = ("train", "val", "test")
+_ALBEF_ARCHIVES = ("data.tar.gz",)
+
+
+def _albef_splits(prefix: str) -> dict[str, str]:
+    """ALBEF's split files of one data set, as they lie in its extracted ``data.tar.gz``."""
+    return {s: f"data/{prefix}_{s}.json" for s in ITR_SPLITS}
+
+
+ITR_DATASETS: dict[str, ItrDataset] = {
+    "coco_karpathy": ItrDataset(
+        "albef",
+        _albef_splits("coco"),
+        images="coco",  # ALBEF names COCO images train2014/NAME.jpg and val2014/NAME.jpg
+        image_collections=("coco_train2014", "coco_val2014"),
+        archives=_ALBEF_ARCHIVES,
+        mirror_key="albef",
+    ),
+    "flickr30k": ItrDataset(
+        "albef",
+        _albef_splits("flickr30k"),
+        images=None,  # Flickr30k images are handed out behind a form: the user's folder
+        image_mirror="flickr30k",
+        example_image="flickr30k-images/1000092795.jpg",
+        archives=_ALBEF_ARCHIVES,
+        mirror_key="albef",
+    ),
+    "demo": ItrDataset(
+        "demo/itr",
+        {s: f"{s}.json" for s in ITR_SPLITS},
+        images="demo/coco",
+    ),
+}
+
+
 def collection(name: str) -> Collection:
     """Look up a collection, with an error that lists the known ones."""
     try:
@@ -118,3 +180,42 @@ def dataset(name: str) -> Dataset:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+
+
+def itr_dataset(name: str) -> ItrDataset:
+    """Look up an image-text retrieval data set, with an error that lists the known ones."""
+    try:
+        return ITR_DATASETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown image-text retrieval data set {name!r}; known: {sorted(ITR_DATASETS)}"
+        ) from None
+
+
+def itr_archives(name: str) -> tuple[str, ...]:
+    """Every archive whose extraction puts an ITR data set's files in place: its split files'
+    archives, then its image collections' archives (in order, each once). Empty for the demo."""
+    ds = itr_dataset(name)
+    names = [*ds.archives, *(a for c in ds.image_collections for a in collection(c).archives)]
+    return tuple(dict.fromkeys(names))
+
+
+def itr_files(name: str, mirrors: Mapping[str, str | None]) -> dict[str, str]:
+    """The ``prepare-itr`` settings of a data set: its three split files and its image folder,
+    as paths the pipeline opens (under ``resources``, or the user's folder for mirrored images).
+
+    ``mirrors`` is the config's ``data.mirrors``. A data set whose images only the user can
+    provide raises an error naming the key to set when that key is empty.
+    """
+    ds = itr_dataset(name)
+    files = {f"{s}_json": f"{RESOURCES}/{ds.root}/{ds.splits[s]}" for s in ITR_SPLITS}
+    if ds.images is not None:
+        return {**files, "image_root": f"{RESOURCES}/{ds.images}"}
+    folder = mirrors.get(ds.image_mirror)
+    if not folder:
+        raise CrossmodalError(
+            f"image-text retrieval data set {name!r}: its images have no public download; set "
+            f"data.mirrors.{ds.image_mirror} to the folder the split files' image paths start "
+            f"from (the folder that holds {ds.example_image})"
+        )
+    return {**files, "image_root": str(folder)}
