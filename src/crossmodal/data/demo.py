@@ -2,9 +2,10 @@
 
 Scenes of one to three coloured shapes on a plain background, five captions per image, and
 OK-VQA-style questions with ten annotator answers (colour, count, and a small "outside
-knowledge" question: which fruit shares a shape's colour). The data rules read it exactly as they
-read COCO and OK-VQA, so the whole DAG runs on two CPU cores in minutes. It proves the plumbing;
-accuracy numbers from random models on it mean nothing.
+knowledge" question: which fruit shares a shape's colour), plus image-text retrieval split files
+in ALBEF's Karpathy layout over the same images. The data rules read it exactly as they read
+COCO, OK-VQA and ALBEF's splits, so the whole DAG runs on two CPU cores in minutes. It proves the
+plumbing; accuracy numbers from random models on it mean nothing.
 """
 
 from __future__ import annotations
@@ -146,10 +147,11 @@ def make_demo_world(
     n_val: int = 50,
     image_size: tuple[int, int] = (512, 384),
 ) -> dict[str, int]:
-    """Write the demo world under ``root`` (``coco/`` and ``okvqa/``); return counts."""
+    """Write the demo world under ``root`` (``coco/``, ``okvqa/``, ``itr/``); return counts."""
     root = Path(root)
     rng = random.Random(seed)
     counts: dict[str, int] = {}
+    coco: dict[str, tuple[list[dict], list[dict]]] = {}  # split -> (images, annotations)
     for split, n, first_id in (("train", n_train, 1), ("val", n_val, 500_001)):
         sub = f"{split}2014"
         img_dir = root / "coco" / sub
@@ -226,4 +228,49 @@ def make_demo_world(
         )
         counts[f"{split}_images"] = n
         counts[f"{split}_questions"] = len(questions)
+        coco[split] = (images, annotations)
+    _write_itr_splits(root / "itr", coco, seed)
     return counts
+
+
+def _write_itr_splits(
+    folder: Path, coco: dict[str, tuple[list[dict], list[dict]]], seed: int
+) -> None:
+    """Karpathy-style split files in ALBEF's layout, from the demo's COCO captions.
+
+    ``train.json`` lists every train2014 image's captions, one entry per caption, as ALBEF's
+    ``coco_train.json`` does; the val2014 images are shuffled (seeded) into two halves, sorted
+    back into id order, and written one entry per image with its five captions to ``val.json``
+    and ``test.json`` (the test half takes the odd image out). Image paths are relative to the
+    demo's ``coco`` folder, as ALBEF's are to COCO's. A separate generator keeps every other
+    demo file byte-identical to what it was before these files existed.
+    """
+
+    def by_image(split: str) -> tuple[list[dict], dict[int, list[str]]]:
+        images, annotations = coco[split]
+        captions: dict[int, list[str]] = {}
+        for ann in annotations:
+            captions.setdefault(ann["image_id"], []).append(ann["caption"])
+        return images, captions
+
+    def path(split: str, image: dict) -> str:
+        return f"{split}2014/{image['file_name']}"
+
+    images, captions = by_image("train")
+    train = [
+        {"caption": c, "image": path("train", img), "image_id": f"demo_{img['id']}"}
+        for img in images
+        for c in captions[img["id"]]
+    ]
+    images, captions = by_image("val")
+    shuffled = list(images)
+    random.Random(f"itr-{seed}").shuffle(shuffled)
+    half = len(shuffled) // 2
+    halves = {"val": shuffled[:half], "test": shuffled[half:]}
+    write_json(folder / "train.json", train)
+    for split, chosen in halves.items():
+        entries = [
+            {"image": path("val", img), "caption": captions[img["id"]]}
+            for img in sorted(chosen, key=lambda i: i["id"])
+        ]
+        write_json(folder / f"{split}.json", entries)
