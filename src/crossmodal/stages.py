@@ -72,6 +72,19 @@ class PrepareQuestions(Job):
     questions: Path = writes("questions.parquet")
 
 
+@job("prepare-itr", "crossmodal.cusa.data:run_prepare_itr")
+class PrepareItr(Job):
+    """Karpathy split files (ALBEF layout) + image folder -> pairs.parquet, one row per caption."""
+
+    sources: list[Path] = reads("markers proving the files are in place (extraction, demo)")
+    train_json: Path = setting("train split file: one entry per caption")
+    val_json: Path = setting("val split file: one entry per image, with its captions")
+    test_json: Path = setting("test split file: one entry per image, with its captions")
+    image_root: Path = setting("folder the split files' image paths start from")
+    max_words: int = setting("captions are cut to this many words (pre_caption)")
+    pairs: Path = writes("image_id, path, caption, text, split")
+
+
 # --- features and indexes ---------------------------------------------------------------------
 
 
