@@ -55,3 +55,12 @@ SUMMARY_PNG = f"{RESULTS}/{{dataset}}/acc.png"
 def fill(pattern: str, **wildcards: object) -> str:
     """A pattern with its wildcards filled (every wildcard must be given)."""
     return pattern.format(**wildcards)
+
+
+# --- zero-shot classification -----------------------------------------------------------------
+_CROPS = f"{RESULTS}/features/{{collection}}/crops/{{encoder}}/alpha{{alpha}}_m{{n_crops}}"
+CROP_FEATURES = f"{_CROPS}.npy"
+CROP_META = f"{_CROPS}.json"
+ZEROSHOT_RESULT = f"{RESULTS}/zeroshot/{{dataset}}/{{encoder}}/{{method}}.json"
+ZEROSHOT_SUMMARY_JSON = f"{RESULTS}/zeroshot/{{dataset}}/summary.json"
+ZEROSHOT_SUMMARY_PNG = f"{RESULTS}/zeroshot/{{dataset}}/summary.png"

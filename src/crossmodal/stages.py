@@ -272,3 +272,63 @@ class ItrEval(Job):
     img_ids: Path = reads("JSON list: the image id of each row of the scores")
     txt_img: Path = reads("JSON list: the image id of each text (column of the scores)")
     out: Path = writes("i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10 rsum, in percent")
+
+
+# --- zero-shot classification (WCA and its baselines) -----------------------------------------
+
+
+@job("wca-crops", "crossmodal.wca.crops:run_wca_crops")
+class WcaCrops(Job):
+    """Full image + M seeded random square crops per image -> L2-normalised features (.npy)."""
+
+    images: Path = reads("images.parquet of the collection")
+    crops: Path = writes(".npy [n_images, 1 + n_crops, dim]: the full image, then its crops")
+    meta: Path = writes("JSON sidecar: image id per row, crop settings, skipped images, provenance")
+    encoder: dict[str, Any] = setting("the encoder's config entry")
+    n_crops: int = setting("crops per image (M)")
+    alpha: float = setting("smallest crop side, as a fraction of the short side (largest 0.9)")
+    seed: int = setting("crop seed; each image's crops follow from (seed, image_id)")
+    batch_size: int = setting("images per encoder batch (each with 1 + n_crops views)")
+    workers: int = setting("decode worker processes")
+    dtype: str = setting("storage type of the features: float32 or float16")
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    max_skip_fraction: float = setting("unreadable images tolerated before the stage fails")
+    max_pixels: int = setting("larger images are skipped (decompression bombs)")
+
+
+@job("zeroshot", "crossmodal.wca.stage:run_zeroshot")
+class Zeroshot(Job):
+    """Zero-shot top-1 of one method (wca, clip, clip-e, clip-d, waffle, cupl) over cached crops."""
+
+    crops: Path = reads("crop features (.npy) of the evaluation collection")
+    crops_meta: Path = reads("their sidecar JSON")
+    labels: Path = reads("Parquet with image_id and label (index into the classes file)")
+    classes: Path = reads("JSON list of class names, in label order")
+    prompts: Path | None = reads(
+        "the method's prompt file: clip-e templates, clip-d descriptors (clip-d, waffle), "
+        "cupl descriptions (cupl, wca)",
+        optional=True,
+    )
+    words: Path | None = reads("JSON word list of Waffle's random words", optional=True)
+    result: Path = writes("method, encoder, mean, std, runs, and the images it is over")
+    method: str = setting("wca, clip, clip-e, clip-d, waffle or cupl")
+    encoder: dict[str, Any] = setting("the encoder's config entry (the one the crops used)")
+    encoder_name: str = setting("the encoder's config name (in the result and the summary)")
+    seed: int | None = setting("wca: crop draws; waffle: its random descriptors", optional=True)
+    n_runs: int | None = setting("wca: runs averaged", optional=True)
+    n_sampled: int | None = setting("wca: crops drawn per run, with replacement", optional=True)
+    image_scale: float | None = setting("wca: crop weights use e^image_scale", optional=True)
+    text_scale: float | None = setting("wca: text weights use e^text_scale", optional=True)
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+
+
+@job("zeroshot-summary", "crossmodal.wca.stage:run_zeroshot_summary")
+class ZeroshotSummary(Job):
+    """Every zero-shot result of one data set in one table and one bar plot with error bars."""
+
+    results: list[Path] = reads("zeroshot result files, in the order of the rows")
+    title: str = setting("plot title")
+    summary: Path = writes("summary.json")
+    plot: Path = writes("mean top-1 per method and encoder, std as error bars (png)")
