@@ -51,6 +51,12 @@ SCORES = f"{RESULTS}/{{dataset}}/val/scores/{{vlm}}/{{method}}/loop{{k}}/{{llm}}
 SUMMARY_JSON = f"{RESULTS}/{{dataset}}/acc.json"
 SUMMARY_PNG = f"{RESULTS}/{{dataset}}/acc.png"
 
+# --- CUSA teacher features (train split; rows: unique images / train pairs) ----------------------
+CUSA_TEACHER_IMAGE = f"{RESULTS}/cusa/{{dataset}}/teachers/image.{{teacher}}.npy"
+CUSA_TEACHER_IMAGE_META = f"{RESULTS}/cusa/{{dataset}}/teachers/image.{{teacher}}.json"
+CUSA_TEACHER_TEXT = f"{RESULTS}/cusa/{{dataset}}/teachers/text.{{teacher}}.npy"
+CUSA_TEACHER_TEXT_META = f"{RESULTS}/cusa/{{dataset}}/teachers/text.{{teacher}}.json"
+
 
 def fill(pattern: str, **wildcards: object) -> str:
     """A pattern with its wildcards filled (every wildcard must be given)."""

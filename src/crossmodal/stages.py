@@ -332,3 +332,46 @@ class ZeroshotSummary(Job):
     title: str = setting("plot title")
     summary: Path = writes("summary.json")
     plot: Path = writes("mean top-1 per method and encoder, std as error bars (png)")
+
+
+# --- CUSA teacher features ----------------------------------------------------------------------
+
+
+@job("cusa-image-teacher", "crossmodal.cusa.teachers:run_image_teacher")
+class CusaImageTeacher(Job):
+    """Teacher features of every unique training image (.npy, one row each) + sidecar."""
+
+    pairs: Path = reads("pairs.parquet of the retrieval data set (its train rows)")
+    features: Path = writes("[unique train images, dim] matrix (.npy), first-appearance order")
+    meta: Path = writes("sidecar JSON: rows, dim, dtype, ids, ids_sha256, provenance")
+    teacher: dict[str, Any] = setting("encoder entry (open_clip, tiny, hf) or a unicom entry")
+    output: str = setting("tokens (flattened patch tokens) or pooled (normalised embedding)")
+    batch_size: int = setting("images per teacher batch")
+    workers: int = setting("decode worker processes")
+    dtype: str = setting("storage type: float32 or float16")
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    max_pixels: int = setting("larger images are errors (decompression bombs)")
+
+
+@job("cusa-text-teacher", "crossmodal.cusa.teachers:run_text_teacher")
+class CusaTextTeacher(Job):
+    """Sentence-transformers features of every training pair's text (.npy) + sidecar."""
+
+    pairs: Path = reads("pairs.parquet of the retrieval data set (its train rows)")
+    features: Path = writes("[train pairs, dim] matrix (.npy), in pairs.parquet order")
+    meta: Path = writes("sidecar JSON: rows, dim, dtype, ids_sha256 of the texts, provenance")
+    teacher: dict[str, Any] = setting("model (hub name or local folder) and revision")
+    batch_size: int = setting("texts per encoder batch")
+    dtype: str = setting("storage type: float32 or float16")
+    precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    model: Path | None = reads("a locally built model's config.json", optional=True)
+
+
+@job("make-tiny-st", "crossmodal.cusa.teachers:run_make_tiny_st")
+class MakeTinySt(Job):
+    """Build a tiny random-weight sentence-transformers folder (tests and the demo)."""
+
+    config: Path = writes("config.json of the model folder")
+    seed: int = setting("seed of the random weights")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import torch
 
 from crossmodal.encoders.base import ClipEncoder, resolve_device
@@ -196,3 +197,97 @@ def load_trainable_clip(spec: dict[str, Any], device: str = "cpu") -> TrainableC
         with _tiny_model_seed(spec):
             return _load_open_clip(TINY_MODEL, None, spec, dev)
     return _load_open_clip(spec["model"], spec["pretrained"], spec, dev)
+
+
+# --- image features beyond the CLIP embedding (CUSA's teachers) ---------------------------------
+
+IMAGE_FEATURE_OUTPUTS = ("tokens", "pooled")
+
+
+@dataclass
+class ImageFeatureEncoder(ClipEncoder):
+    """A :class:`ClipEncoder` whose image output is chosen: ``pooled`` is the L2-normalised
+    embedding (exactly :meth:`ClipEncoder.encode_pixels`), ``tokens`` the patch tokens of the
+    last layer, flattened to one row per image and left unnormalised, as Unicom's
+    ``forward_features`` that CUSA's reference stores. Workers feed it like any encoder.
+
+    ``image_fn`` returns ``[n, *token_shape]`` for tokens; ``dim`` is the flattened length.
+    """
+
+    output: str = "pooled"
+    token_shape: tuple[int, ...] | None = None
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        if self.output == "pooled":
+            return super().encode_pixels(pixels)
+        if pixels.dtype == torch.uint8 and self.device.type == "cuda":
+            pixels = self._normalise_on_device(pixels)
+        elif pixels.dtype == torch.uint8:
+            pixels = self.normalise_uint8(pixels, self._scratch(pixels.shape))
+        with self._autocast():
+            out = self.image_fn(pixels.to(self.device, non_blocking=True))
+        return out.float().reshape(len(out), -1).cpu().numpy()
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "output": self.output, "token_shape": self.token_shape}
+
+
+def with_token_shape(encoder: ImageFeatureEncoder) -> ImageFeatureEncoder:
+    """Fill ``dim`` and ``token_shape`` from one forward pass on a blank image: the token grid
+    depends on the model's patch size and input size, which entries do not spell out."""
+    size = encoder.image_size
+    with torch.inference_mode(), encoder._autocast():
+        out = encoder.image_fn(torch.zeros(1, 3, size, size, device=encoder.device))
+    encoder.token_shape = tuple(int(s) for s in out.shape[1:])
+    encoder.dim = int(out[0].numel())
+    return encoder
+
+
+def build_image_feature_encoder(
+    spec: dict[str, Any], output: str, device: str = "auto", precision: str = "auto"
+) -> ImageFeatureEncoder:
+    """The image features ``output`` names from an encoder entry: ``pooled`` for any backend
+    (the model :func:`build_encoder` builds), ``tokens`` for an open_clip or tiny ViT (the
+    visual tower's ``output_tokens``: tokens after ``ln_post``, class token left out)."""
+    import dataclasses
+
+    if output not in IMAGE_FEATURE_OUTPUTS:
+        raise CrossmodalError(
+            f"image output {output!r}: choose one of {list(IMAGE_FEATURE_OUTPUTS)}"
+        )
+    dev = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if dev.type == "cuda" else "fp32"
+    if output == "pooled":
+        clip = build_encoder(spec, str(dev), precision)
+        fields = {f.name: getattr(clip, f.name) for f in dataclasses.fields(ClipEncoder)}
+        return ImageFeatureEncoder(**fields, output="pooled")
+    trainable = load_trainable_clip(spec, device=str(dev))
+    model = trainable.model.eval()
+    visual = model.visual
+    if not hasattr(visual, "output_tokens"):
+        raise CrossmodalError(
+            f"encoder {spec.get('model', spec.get('backend'))!r} has no patch tokens (not a "
+            "vision transformer): use a ViT model for output 'tokens', or output 'pooled'"
+        )
+    visual.output_tokens = True  # this instance only ever encodes tokens
+
+    def tokens_fn(pixels: torch.Tensor) -> torch.Tensor:
+        return visual(pixels)[1]
+
+    def text_fn(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(trainable.tokenizer(texts).to(dev))
+
+    encoder = ImageFeatureEncoder(
+        image_fn=tokens_fn,
+        text_fn=text_fn,
+        preprocess=trainable.preprocess,
+        image_size=trainable.image_size,
+        dim=0,
+        device=dev,
+        spec=trainable.spec,
+        precision=precision,
+        output="tokens",
+    )
+    return with_token_shape(encoder)
