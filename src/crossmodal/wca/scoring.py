@@ -18,7 +18,8 @@ summarised by their mean and population standard deviation (``np.std``, ``main.p
 
 Drawing indices with replacement means a crop drawn twice weighs twice: the softmax over the
 drawn list equals a softmax over all crops with ``log(count)`` added to each logit, which is how
-:func:`wca_image_vectors` computes every run with one batched matrix product.
+:func:`wca_image_vectors` computes every run with one batched matrix product. The image side
+runs in torch on the stage's device (a GPU when there is one), chunk by chunk over images.
 
 Departures: the reference draws run indices with torch's global generator after the model
 and data loading consumed it (``main.py:151``); here a NumPy generator seeded by the ``seed``
@@ -28,7 +29,10 @@ works in the fp16 of its GPU features).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 
 from crossmodal.errors import CrossmodalError
 
@@ -107,24 +111,40 @@ def index_counts(indices: np.ndarray, n_crops: int) -> np.ndarray:
     return counts
 
 
-def wca_image_vectors(views: np.ndarray, counts: np.ndarray, image_scale: float) -> np.ndarray:
+def _wca_vectors(views: torch.Tensor, log_counts: torch.Tensor, image_scale: float) -> torch.Tensor:
+    """Torch core of :func:`wca_image_vectors`: float32 views ``[n, 1 + M, d]`` and
+    ``log(counts)`` ``[R, M]`` on one device -> normalised ``[R, n, d]``."""
+    full, crops = views[:, 0], views[:, 1:]
+    cos = torch.matmul(crops, full.unsqueeze(-1)).squeeze(-1)  # [n, M]
+    logits = math.exp(image_scale) * cos.unsqueeze(0) + log_counts.unsqueeze(1)  # [R, n, M]
+    w = torch.softmax(logits, dim=-1)  # a crop not drawn has logit -inf: weight 0
+    u = torch.matmul(w.transpose(0, 1), crops)  # [n, R, M] @ [n, M, d] -> [n, R, d]
+    return torch.nn.functional.normalize(u.transpose(0, 1), dim=-1, eps=1e-12)
+
+
+def wca_image_vectors(
+    views: np.ndarray, counts: np.ndarray, image_scale: float, device: str = "cpu"
+) -> np.ndarray:
     """``[n_runs, n, d]``: WCA's image vectors ``normalize(sum_i w_i k_i)`` for every run.
 
     ``views``: ``[n, 1 + M, d]`` (full view, then M crops, normalised). ``counts``:
     ``[n_runs, M]`` draws per crop. The crop weights are the softmax of
     ``e^image_scale * cos(crop, full)`` over the drawn crops, a crop drawn twice counted twice
     (``main.py:151-161``)."""
-    views = np.asarray(views, dtype=np.float32)
-    full, crops = views[:, 0], views[:, 1:]
-    cos = np.einsum("nmd,nd->nm", crops, full)
-    with np.errstate(divide="ignore"):
-        log_counts = np.log(counts)  # -inf for a crop not drawn
-    logits = np.exp(image_scale) * cos[None] + log_counts[:, None, :]  # [R, n, M]
-    logits -= logits.max(axis=-1, keepdims=True)
-    w = np.exp(logits)
-    w /= w.sum(axis=-1, keepdims=True)
-    u = np.matmul(w.transpose(1, 0, 2), crops)  # [n, R, M] @ [n, M, d] -> [n, R, d]
-    return normalize(u.transpose(1, 0, 2))
+    dev = torch.device(device)
+    u = _wca_vectors(_float32(views, dev), _log_counts(counts, dev), image_scale)
+    return u.cpu().numpy()
+
+
+def _float32(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A chunk of (memory-mapped, float16 or float32) features as float32 on ``device``: read
+    into memory in its stored type (a read-only memmap cannot back a tensor), cast there
+    (NumPy's float16 conversion is several times slower than torch's)."""
+    return torch.from_numpy(np.array(array, order="C")).to(device).float()
+
+
+def _log_counts(counts: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(counts, dtype=np.float32)).to(device).log()
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -132,6 +152,7 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=-1) == labels).mean() * 100.0)
 
 
+@torch.inference_mode()
 def wca_accuracies(
     views: np.ndarray,
     labels: np.ndarray,
@@ -139,26 +160,41 @@ def wca_accuracies(
     indices: np.ndarray,
     image_scale: float,
     chunk: int = SCORE_CHUNK,
+    device: str = "cpu",
 ) -> list[float]:
-    """Top-1 accuracy of every run (a row of ``indices``), streaming over image chunks."""
-    n_crops = views.shape[1] - 1
-    counts = index_counts(indices, n_crops)
-    correct = np.zeros(len(indices), dtype=np.int64)
+    """Top-1 accuracy of every run (a row of ``indices``), streaming over image chunks.
+
+    Per chunk, every run's image vectors come from one batched matrix product and its class
+    scores from one more (runs x images stacked), on ``device``."""
+    dev = torch.device(device)
+    n_runs, n_crops = len(indices), views.shape[1] - 1
+    log_counts = _log_counts(index_counts(indices, n_crops), dev)
+    z = torch.from_numpy(np.asarray(class_vectors, dtype=np.float32)).to(dev)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(dev)
+    correct = torch.zeros(n_runs, dtype=torch.int64, device=dev)
     for start in range(0, len(views), chunk):
-        u = wca_image_vectors(views[start : start + chunk], counts, image_scale)
-        pred = (u @ class_vectors.T).argmax(axis=-1)  # [R, n]
-        correct += (pred == labels[start : start + chunk][None]).sum(axis=1)
-    return [float(c / len(views) * 100.0) for c in correct]
+        u = _wca_vectors(_float32(views[start : start + chunk], dev), log_counts, image_scale)
+        pred = (u.reshape(-1, u.shape[-1]) @ z.T).argmax(-1).view(n_runs, -1)  # [R, n]
+        correct += (pred == y[start : start + chunk].unsqueeze(0)).sum(dim=1)
+    return [float(c / len(views) * 100.0) for c in correct.cpu().tolist()]
 
 
+@torch.inference_mode()
 def full_view_accuracy(
-    views: np.ndarray, labels: np.ndarray, class_vectors: np.ndarray, chunk: int = SCORE_CHUNK
+    views: np.ndarray,
+    labels: np.ndarray,
+    class_vectors: np.ndarray,
+    chunk: int = SCORE_CHUNK,
+    device: str = "cpu",
 ) -> float:
     """Top-1 accuracy of the full views alone (every baseline, ``main.py:138-141``)."""
+    dev = torch.device(device)
+    z = torch.from_numpy(np.asarray(class_vectors, dtype=np.float32)).to(dev)
     correct = 0
     for start in range(0, len(views), chunk):
-        full = np.asarray(views[start : start + chunk, 0], dtype=np.float32)
-        correct += int(((full @ class_vectors.T).argmax(-1) == labels[start : start + chunk]).sum())
+        full = _float32(views[start : start + chunk, 0], dev)
+        pred = (full @ z.T).argmax(-1).cpu().numpy()
+        correct += int((pred == labels[start : start + chunk]).sum())
     return correct / len(views) * 100.0
 
 

@@ -157,9 +157,11 @@ def zeroshot(job) -> dict[str, Any]:
     vectors, n_texts = class_vectors(job, encoder, classes)
     if job.method == "wca":
         indices = scoring.draw_crop_indices(job.seed, job.n_runs, meta["n_crops"], job.n_sampled)
-        runs = scoring.wca_accuracies(views, labels, vectors, indices, job.image_scale)
+        runs = scoring.wca_accuracies(
+            views, labels, vectors, indices, job.image_scale, device=str(encoder.device)
+        )
     else:
-        runs = [scoring.full_view_accuracy(views, labels, vectors)]
+        runs = [scoring.full_view_accuracy(views, labels, vectors, device=str(encoder.device))]
     mean, std = scoring.mean_std(runs)
     settings = {k: getattr(job, k) for k in WCA_SETTINGS if k in METHOD_NEEDS[job.method]}
     record = {
