@@ -421,3 +421,28 @@ def test_float16_teacher_storage_changes_csa_and_usa_by_less_than_the_tolerance(
     print(f"float16 vs float32 teacher: |dCSA| = {csa:.3g}, |dUSA| = {usa:.3g}")
     assert max(csa, usa) < FLOAT16_LOSS_TOLERANCE
     assert terms["float16"].contrastive.item() == terms["float32"].contrastive.item()
+
+
+class HugeModel:
+    """A text teacher whose features overflow float16."""
+
+    def get_embedding_dimension(self) -> int:
+        return 4
+
+    def encode(self, texts, **kwargs):
+        return np.full((len(texts), 4), 1e5, dtype=np.float32)
+
+
+def test_features_that_overflow_float16_are_an_error_not_infinities(tmp_path):
+    pairs = write_pairs(tmp_path)
+    out, meta = tmp_path / "text.npy", tmp_path / "text.json"
+    with (
+        pytest.warns(RuntimeWarning, match="overflow"),
+        pytest.raises(
+            TeacherError, match=r"\['a green square'.*not finite as float16.*store them as float32"
+        ),
+    ):
+        extract_text_teacher(HugeModel(), pairs, out, meta, batch_size=2, dtype="float16")
+    assert not out.exists() and not meta.exists()
+    extract_text_teacher(HugeModel(), pairs, out, meta, batch_size=2, dtype="float32")
+    assert np.load(out).max() == 1e5

@@ -69,7 +69,7 @@ import logging
 import os
 import string
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +185,9 @@ def npy_rows(out: str | Path, rows: int, dim: int, dtype: str) -> Iterator[np.me
         del array
 
 
-def _store(array: np.memmap, rows: np.ndarray | list[int], values: np.ndarray, names) -> None:
+def _store(
+    array: np.memmap, rows: np.ndarray | list[int], values: np.ndarray, names: Callable[[int], str]
+) -> None:
     """Write ``values`` into ``rows``; a value the storage type cannot hold (float16 overflow,
     or a NaN from the model) is an error naming the rows, not a silent inf in the soft labels."""
     array[rows] = values
