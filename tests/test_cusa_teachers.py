@@ -329,7 +329,7 @@ def test_text_teacher_stage_from_the_command_line_in_float16(tmp_path, tiny_st):
         "cusa-text-teacher",
         *("--pairs", str(pairs), "--features", str(out), "--meta", str(meta)),
         *("--teacher", json.dumps(teacher), "--batch-size", "4", "--dtype", "float16"),
-        *("--precision", "auto", "--device", "cpu", "--model", str(tiny_st / "config.json")),
+        *("--precision", "auto", "--device", "cpu", "--model", str(tiny_st / "modules.json")),
     ]
     assert cli_main(argv) == 0
     array, read = open_teacher(out, meta, expect_rows=7)
@@ -367,10 +367,13 @@ def test_tiny_sentence_transformer_is_seeded_and_loads_offline(tmp_path, tiny_st
 
 
 def test_make_tiny_st_stage_writes_the_folder(tmp_path):
-    config = tmp_path / "models" / "tiny-st" / "config.json"
-    assert cli_main(["make-tiny-st", "--config", str(config), "--seed", "0"]) == 0
-    assert config.is_file() and (config.parent / "modules.json").is_file()
-    assert json.loads(config.read_text())["hidden_size"] == 32
+    modules = tmp_path / "models" / "tiny-st" / "modules.json"
+    assert cli_main(["make-tiny-st", "--modules", str(modules), "--seed", "0"]) == 0
+    assert [m["type"].rsplit(".", 1)[-1] for m in json.loads(modules.read_text())] == [
+        "Transformer",
+        "Pooling",
+    ]
+    assert json.loads((modules.parent / "config.json").read_text())["hidden_size"] == 32
 
 
 # --- float16 and the loss -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ DEMO_DONE = f"{RESOURCES}/demo/.generated.json"
 DEMO_ROOT = f"{RESOURCES}/demo"
 TINY_MODEL_DIR = f"{RESOURCES}/models/{{name}}"
 TINY_MODEL = f"{TINY_MODEL_DIR}/config.json"
+TINY_ST = f"{TINY_MODEL_DIR}/modules.json"  # a sentence-transformers folder
 
 # --- prepared tables --------------------------------------------------------------------------
 IMAGES = f"{RESULTS}/data/{{collection}}/images.parquet"

@@ -366,12 +366,12 @@ class CusaTextTeacher(Job):
     dtype: str = setting("storage type: float32 or float16")
     precision: str = setting("auto, fp32 or fp16 (fp16 only on a GPU)")
     device: str = setting("auto, cpu, cuda, cuda:N")
-    model: Path | None = reads("a locally built model's config.json", optional=True)
+    model: Path | None = reads("a locally built model's modules.json", optional=True)
 
 
 @job("make-tiny-st", "crossmodal.cusa.teachers:run_make_tiny_st")
 class MakeTinySt(Job):
     """Build a tiny random-weight sentence-transformers folder (tests and the demo)."""
 
-    config: Path = writes("config.json of the model folder")
+    modules: Path = writes("modules.json of the model folder (not config.json: no clash with VLMs)")
     seed: int = setting("seed of the random weights")

@@ -645,7 +645,7 @@ def build_tiny_sentence_transformer(folder: str | Path, seed: int = 0) -> Path:
 
 def run_make_tiny_st(job) -> Path:
     """The ``make-tiny-st`` stage (a :class:`crossmodal.stages.MakeTinySt` job)."""
-    return build_tiny_sentence_transformer(Path(job.config).parent, seed=job.seed)
+    return build_tiny_sentence_transformer(Path(job.modules).parent, seed=job.seed)
 
 
 @dataclass(frozen=True)
