@@ -46,7 +46,7 @@ from tqdm import tqdm
 from crossmodal import __version__
 from crossmodal.encoders import ClipEncoder
 from crossmodal.errors import CrossmodalError, DataFormatError
-from crossmodal.features import _collate, _model_threads
+from crossmodal.features import _collate, _model_threads, _rebatched
 from crossmodal.images import load_image
 from crossmodal.io import atomic_path, read_json, write_json
 
@@ -59,6 +59,10 @@ SAMPLER = (
     "top = integers(0, height - side + 1) if height > side else 0, "
     "left = integers(0, width - side + 1) if width > side else 0"
 )
+# Images per hand-over from a decode worker (each 1 + n_crops views: ~15 MB at 101 views of
+# 224 px); the main process regroups them into encoder batches of ``batch_size`` images in one
+# reused buffer, so shared memory holds a few small chunks rather than whole batches.
+WORKER_IMAGES = 2
 # Image rows per chunk when the features are read back (bounds the float32 working copy).
 READ_CHUNK = 1024
 
@@ -191,31 +195,32 @@ def extract_crop_features(
     sample_crop_boxes(1, 1, n_crops, alpha, seed, 0)  # settings errors before any worker starts
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=min(batch_size, WORKER_IMAGES),
         num_workers=workers,
         collate_fn=_collate,
-        pin_memory=encoder.device.type == "cuda",
         prefetch_factor=2 if workers else None,
     )
     rows: list[int] = []
     skipped: list[dict[str, Any]] = []
     modes: Counter[str] = Counter()
     out = Path(out)
-    with atomic_path(out) as tmp, _model_threads(encoder, workers):
+    bar = tqdm(total=len(ids), desc=f"crops {out.stem}", unit="img", leave=False)
+
+    def account(n_items: int, chunk_modes: list[str], errors: list[tuple[int, str]]) -> None:
+        for i, err in errors:
+            skipped.append({"image_id": ids[i], "path": paths[i], "reason": err})
+        modes.update(m for m in chunk_modes if m != "RGB")
+        bar.update(n_items)
+
+    on_gpu = encoder.device.type == "cuda"
+    with atomic_path(out) as tmp, _model_threads(encoder, workers), bar:
         array = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.dtype(dtype), shape=(len(ids), n_views, encoder.dim)
         )
-        with tqdm(total=len(ids), desc=f"crops {out.stem}", unit="img", leave=False) as bar:
-            for idx, pixels, chunk_modes, errors in loader:
-                for i, err in errors:
-                    skipped.append({"image_id": ids[i], "path": paths[i], "reason": err})
-                modes.update(m for m in chunk_modes if m != "RGB")
-                bar.update(len(idx) + len(errors))
-                if pixels is None:
-                    continue
-                emb = encoder.encode_pixels(pixels.flatten(0, 1))
-                array[len(rows) : len(rows) + len(idx)] = emb.reshape(len(idx), n_views, -1)
-                rows.extend(idx)
+        for idx, pixels in _rebatched(loader, batch_size, account, on_gpu):
+            emb = encoder.encode_pixels(pixels.flatten(0, 1))
+            array[len(rows) : len(rows) + len(idx)] = emb.reshape(len(idx), n_views, -1)
+            rows.extend(idx)
         array.flush()
         del array
         _check_skips(skipped, len(ids), max_skip_fraction)
