@@ -274,6 +274,66 @@ class ItrEval(Job):
     out: Path = writes("i2t_r1 i2t_r5 i2t_r10 t2i_r1 t2i_r5 t2i_r10 rsum, in percent")
 
 
+# --- image-text retrieval (CUSA) ----------------------------------------------------------------
+
+
+@job("cusa-train", "crossmodal.cusa.train:run_cusa_train")
+class CusaTrain(Job):
+    """Fine-tune CLIP with one CUSA variant under torchrun; keep the selected epoch's model."""
+
+    pairs: Path = reads("pairs.parquet of the retrieval data set")
+    image_teacher: Path = reads("image teacher features of the training images (.npy)")
+    image_teacher_meta: Path = reads("its sidecar: ids, shape, provenance")
+    text_teacher: Path = reads("text teacher features of the training pairs (.npy)")
+    text_teacher_meta: Path = reads("its sidecar: shape, provenance")
+    model: Path = writes("the selected epoch's student (torch)")
+    log: Path = writes("per-epoch losses, temperatures and validation metrics; the selection")
+    student: dict[str, Any] = setting("the student's encoder entry (open_clip or tiny)")
+    method: str = setting("contrastive, csa, usa or cusa")
+    loss: dict[str, Any] = setting("the cusa.loss block (rates, temperatures, all_gather)")
+    epochs: int = setting("training epochs")
+    batch_size: int = setting("pairs per process and step")
+    lr: float = setting("AdamW learning rate at epoch 0")
+    min_lr: float = setting("cosine schedule's floor")
+    weight_decay: float = setting("AdamW weight decay (not on biases and 1-d tensors)")
+    seed: int = setting("seed (each process adds its rank)")
+    select: str = setting("split that selects the epoch: val, or test as the reference")
+    device: str = setting("auto, cpu or cuda (torchrun sets the GPU of each process)")
+    workers: int = setting("image decode workers per process")
+    eval_batch_size: int = setting("images or texts per batch when evaluating")
+    checkpoints: Path = setting("checkpoint folder (outside the outputs: survives a crash)")
+    checkpoint_every: int = setting("also checkpoint every N steps (0: once per epoch)")
+
+
+@job("itr-scores", "crossmodal.cusa.retrieval:run_itr_scores")
+class ItrScores(Job):
+    """Images x texts similarities of one split, from a trained student or zero-shot CLIP."""
+
+    pairs: Path = reads("pairs.parquet of the retrieval data set")
+    model: Path | None = reads("a trained student; without it: zero-shot", optional=True)
+    encoder: dict[str, Any] | None = setting("zero-shot encoder entry", optional=True)
+    split: str = setting("the split to score (test)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    batch_size: int = setting("images or texts per batch")
+    workers: int = setting("image decode workers")
+    scores: Path = writes("images x texts similarity (.npy)")
+    img_ids: Path = writes("JSON list: the image id of each row")
+    txt_img: Path = writes("JSON list: the image id of each text column")
+
+
+@job("itr-summary", "crossmodal.cusa.summary:run_itr_summary")
+class ItrSummary(Job):
+    """Every method's retrieval metrics of one data set in one table and one RSUM plot."""
+
+    metrics: list[Path] = reads("itr-eval outputs, in the order of --methods")
+    methods: list[str] = setting("the method of each metrics file (zero_shot, cusa, ...)")
+    encoder: str = setting("the student encoder's config name")
+    config_hash: str = setting("hash of the settings behind these numbers")
+    title: str = setting("plot title")
+    summary: Path = writes("summary.json")
+    plot: Path = writes("RSUM per method (png)")
+
+
 # --- zero-shot classification (WCA and its baselines) -----------------------------------------
 
 
@@ -375,3 +435,100 @@ class MakeTinySt(Job):
 
     modules: Path = writes("modules.json of the model folder (not config.json: no clash with VLMs)")
     seed: int = setting("seed of the random weights")
+
+
+# --- compositional image retrieval --------------------------------------------------------------
+
+
+@job("cir-tagger-data", "crossmodal.cir.tagger_data:run_tagger_data")
+class CirTaggerData(Job):
+    """Tagger sentences from prompt templates x object names, labelled per word, split."""
+
+    templates: Path = reads("prompt_templates.json of the reference (add / remove slots)")
+    objects: Path = reads("objects.txt of the reference (one name a line)")
+    sentences: Path = writes("words, labels, template, draw, split (train / heldout)")
+    settings: dict[str, Any] = setting("draws_per_template, seed, sort_objects, ... (cir.tagger)")
+
+
+@job("make-tiny-tagger", "crossmodal.cir.stage:run_make_tiny_tagger")
+class MakeTinyTagger(Job):
+    """Build a tiny random-weight DistilBERT tagger whose vocabulary covers the sentences."""
+
+    sentences: Path = reads("tagger sentences (the vocabulary's corpus)")
+    tokenizer: Path = writes("tokenizer.json of the model folder (not config.json: no clash)")
+    seed: int = setting("seed of the random weights")
+
+
+@job("cir-train-tagger", "crossmodal.cir.tagger:run_train_tagger")
+class CirTrainTagger(Job):
+    """Train the add / remove tagger; token and phrase F1 on the held-out sentences."""
+
+    sentences: Path = reads("tagger sentences with their split")
+    model: Path = writes("config.json of the trained tagger folder")
+    scores: Path = writes("token and phrase F1 (all, seen and unseen templates), losses")
+    settings: dict[str, Any] = setting("epochs, batch_size, learning_rate, ... (cir.tagger)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    base_model: Path | None = reads("a file in a local base model folder", optional=True)
+    pretrained: str | None = setting("hub id of the base model", optional=True)
+    revision: str | None = setting("hub revision of the base model", optional=True)
+    checkpoint: Path | None = setting("per-epoch checkpoint (outside the outputs)", optional=True)
+
+
+@job("cir-parse", "crossmodal.cir.stage:run_parse")
+class CirParse(Job):
+    """Every query text's add and remove phrases (tagger, or the fixed training format)."""
+
+    queries: Path = reads("queries.parquet: query_id, query_image_id, query_text, target_image_id")
+    edits: Path = writes("query_id, words, labels, add, remove")
+    parser: str = setting("tagger, or fixed ('add X and remove Y', the reference's training)")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    max_length: int = setting("longest query in tagger sub-tokens")
+    tagger: Path | None = reads("config.json of the trained tagger", optional=True)
+
+
+@job("cir-train-projection", "crossmodal.cir.stage:run_train_projection")
+class CirTrainProjection(Job):
+    """Fine-tune the image tower's projection on composed queries (InfoNCE)."""
+
+    queries: Path = reads("queries.parquet of the training queries")
+    images: Path = reads("images.parquet of their collection")
+    edits: Path = reads("their add and remove phrases")
+    projection: Path = writes("the projection's weights and the encoder entry")
+    log: Path = writes("losses, validation top-1 / R@5 before training and per epoch, split")
+    encoder: dict[str, Any] = setting("the encoder entry (open_clip or tiny)")
+    settings: dict[str, Any] = setting("epochs, batch_size, learning_rate, ... (cir.projection)")
+    compose: dict[str, Any] = setting("add_weight, remove_weight, normalise")
+    train_fraction: float = setting("share of the queries trained on, the rest validates")
+    split_seed: int = setting("seed of the train / validation shuffle")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    checkpoint: Path | None = setting("per-epoch checkpoint (outside the outputs)", optional=True)
+
+
+@job("cir-embed", "crossmodal.cir.stage:run_embed")
+class CirEmbed(Job):
+    """Composed query embeddings and database embeddings from one model (+ projection)."""
+
+    queries: Path = reads("queries.parquet")
+    images: Path = reads("images.parquet of their collection")
+    edits: Path = reads("the queries' add and remove phrases")
+    query_features: Path = writes("query_id, embedding (composed, L2-normalised)")
+    database_features: Path = writes("image_id, embedding (L2-normalised)")
+    encoder: dict[str, Any] = setting("the encoder entry (open_clip or tiny)")
+    compose: dict[str, Any] = setting("add_weight, remove_weight, normalise")
+    database: str = setting("targets (the query set's unique targets) or collection")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    batch_size: int = setting("images per encoder batch")
+    workers: int = setting("image decode workers")
+    projection: Path | None = reads("a fine-tuned projection; without it: untrained", optional=True)
+
+
+@job("cir-eval", "crossmodal.cir.stage:run_eval")
+class CirEval(Job):
+    """Top-1 and R@k of composed queries against a FAISS index of the database."""
+
+    queries: Path = reads("queries.parquet (the target of each query)")
+    query_features: Path = reads("composed query embeddings")
+    index: Path = reads("FAISS index of the database embeddings")
+    metrics: Path = writes("top1, r5, n_queries, n_database")
+    rankings: Path = writes("query_id, ranked_ids, scores")
+    ks: list[int] = setting("the k of each R@k (1 is top-1)")
