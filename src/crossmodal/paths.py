@@ -59,6 +59,30 @@ CUSA_TEACHER_TEXT = f"{RESULTS}/cusa/{{dataset}}/teachers/text.{{teacher}}.npy"
 CUSA_TEACHER_TEXT_META = f"{RESULTS}/cusa/{{dataset}}/teachers/text.{{teacher}}.json"
 
 
+# --- compositional image retrieval ---------------------------------------------------------------
+CIR_QUERIES = f"{RESULTS}/data/{{dataset}}/{{split}}/queries.parquet"
+CIR_TINY_TAGGER = f"{TINY_MODEL_DIR}/tokenizer.json"  # a tagger folder (not config.json: no clash)
+CIR_TAGGER_DATA = f"{RESULTS}/cir/tagger/sentences.parquet"
+CIR_TAGGER = f"{RESULTS}/cir/tagger/{{tagger}}/model/config.json"
+CIR_TAGGER_SCORES = f"{RESULTS}/cir/tagger/{{tagger}}/scores.json"
+CIR_TAGGER_CHECKPOINT = f"{RESULTS}/checkpoints/cir/tagger/{{tagger}}.pt"
+CIR_EDITS = f"{RESULTS}/cir/{{dataset}}/{{split}}/edits/{{parser}}.parquet"
+_CIR_PROJ = f"{RESULTS}/cir/{{dataset}}/projection/{{encoder}}"
+CIR_PROJECTION = f"{_CIR_PROJ}.pt"
+CIR_PROJECTION_LOG = f"{_CIR_PROJ}.log.json"
+CIR_PROJECTION_CHECKPOINT = f"{RESULTS}/checkpoints/cir/{{dataset}}/{{encoder}}.pt"
+# method: untrained or finetuned
+_CIR_RUN = f"{RESULTS}/cir/{{dataset}}/{{split}}/{{method}}/{{encoder}}"
+CIR_QUERY_FEATURES = f"{_CIR_RUN}.queries.parquet"
+CIR_DATABASE_FEATURES = f"{_CIR_RUN}.database.parquet"
+CIR_INDEX = f"{_CIR_RUN}.database.faiss"
+CIR_INDEX_META = f"{_CIR_RUN}.database.json"
+CIR_METRICS = f"{_CIR_RUN}.metrics.json"
+CIR_RANKINGS = f"{_CIR_RUN}.rankings.parquet"
+CIR_SUMMARY_JSON = f"{RESULTS}/cir/{{dataset}}/summary.json"
+CIR_SUMMARY_PNG = f"{RESULTS}/cir/{{dataset}}/summary.png"
+
+
 def fill(pattern: str, **wildcards: object) -> str:
     """A pattern with its wildcards filled (every wildcard must be given)."""
     return pattern.format(**wildcards)

@@ -534,12 +534,12 @@ def run_train_tagger(job) -> dict[str, Any]:
 
     settings = settings_from_dict(TaggerTrainSettings, job.settings, "cir tagger settings")
     device = str(resolve_device(job.device))
-    base = job.base_model if job.base_model is not None else job.pretrained
-    if base is None:
+    if (job.base_model is None) == (job.pretrained is None):
         raise CrossmodalError(
-            "cir-train-tagger: give --pretrained (a hub id) or --base-model (a local folder)"
+            "cir-train-tagger: give exactly one of --pretrained (a hub id such as "
+            "distilbert-base-uncased) and --base-model (a file in a local model folder)"
         )
-    base = Path(base).parent if str(base).endswith("config.json") else base
+    base = Path(job.base_model).parent if job.base_model is not None else job.pretrained
     tagger = init_tagger(base, revision=job.revision, device=device)
     train = read_sentences(job.sentences, TRAIN)
     heldout = read_sentences(job.sentences, HELDOUT)
