@@ -21,3 +21,18 @@ def load_checkpoint(path: str | Path | None, device: torch.device) -> dict[str, 
     if path is None or not Path(path).is_file():
         return None
     return torch.load(path, map_location=device, weights_only=False)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's CPU and (when present) CUDA random states: dropout masks after a resume."""
+    state: dict[str, Any] = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`; the tensors go back to the CPU whatever ``map_location`` was."""
+    torch.random.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

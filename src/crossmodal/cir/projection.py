@@ -60,7 +60,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossmodal.cir.checkpoint import atomic_torch_save, load_checkpoint
+from crossmodal.cir.checkpoint import (
+    atomic_torch_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from crossmodal.cir.compose import ComposeSettings, OneQueryPerTargetSampler, compose_queries
 from crossmodal.errors import CrossmodalError
 
@@ -403,7 +408,7 @@ def train_projection(
                 p.copy_(state["projection"][n])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.random.set_rng_state(state["torch_rng"])
+        set_rng_state(state["torch_rng"])
         history = ProjectionHistory(**state["history"])
         start = int(state["epoch"])
         log.info("projection: resuming after epoch %d from %s", start, checkpoint)
@@ -471,7 +476,7 @@ def train_projection(
                     },
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.random.get_rng_state(),
+                    "torch_rng": rng_state(),
                     "history": dataclasses.asdict(history),
                     "epoch": epoch + 1,
                 },

@@ -52,7 +52,12 @@ from typing import Any
 
 import torch
 
-from crossmodal.cir.checkpoint import atomic_torch_save, load_checkpoint
+from crossmodal.cir.checkpoint import (
+    atomic_torch_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from crossmodal.cir.tagger_data import (
     ADD,
     LABEL2ID,
@@ -298,8 +303,8 @@ def train_tagger(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.random.set_rng_state(state["torch_rng"])
+        generator.set_state(state["generator"].cpu())
+        set_rng_state(state["torch_rng"])
         losses, start = list(state["losses"]), int(state["epoch"])
         log.info("tagger: resuming after epoch %d from %s", start, checkpoint)
     else:
@@ -332,7 +337,7 @@ def train_tagger(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "generator": generator.get_state(),
-                    "torch_rng": torch.random.get_rng_state(),
+                    "torch_rng": rng_state(),
                     "losses": losses,
                     "epoch": epoch + 1,
                 },
