@@ -118,22 +118,31 @@ def _check_fast(tokenizer: Any, source: str) -> None:
         )
 
 
-def init_tagger(pretrained: str | Path, revision: str | None = None, device: str = "cpu") -> Tagger:
+def init_tagger(
+    pretrained: str | Path, revision: str | None = None, device: str = "cpu", seed: int = 0
+) -> Tagger:
     """A token classifier with a fresh three-label head on a pretrained encoder (MF:61-71):
-    a hub id such as ``distilbert-base-uncased`` (pin ``revision``) or a local folder."""
+    a hub id such as ``distilbert-base-uncased`` (pin ``revision``) or a local folder. The
+    head's random initialisation is seeded (the reference's is not: Trainer seeds only after
+    the model exists), leaving the global random state as it was."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     id2label = dict(enumerate(LABELS))
     tokenizer = AutoTokenizer.from_pretrained(str(pretrained), revision=revision)
     _check_fast(tokenizer, str(pretrained))
-    model = AutoModelForTokenClassification.from_pretrained(
-        str(pretrained),
-        revision=revision,
-        num_labels=len(LABELS),
-        id2label=id2label,
-        label2id=dict(LABEL2ID),
-        ignore_mismatched_sizes=True,
-    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(pretrained),
+            revision=revision,
+            num_labels=len(LABELS),
+            id2label=id2label,
+            label2id=dict(LABEL2ID),
+            ignore_mismatched_sizes=True,
+        )
+    finally:
+        torch.random.set_rng_state(state)
     dev = torch.device(device)
     return Tagger(model.to(dev), tokenizer, id2label, dev)
 
@@ -545,7 +554,7 @@ def run_train_tagger(job) -> dict[str, Any]:
             "distilbert-base-uncased) and --base-model (a file in a local model folder)"
         )
     base = Path(job.base_model).parent if job.base_model is not None else job.pretrained
-    tagger = init_tagger(base, revision=job.revision, device=device)
+    tagger = init_tagger(base, revision=job.revision, device=device, seed=settings.seed)
     train = read_sentences(job.sentences, TRAIN)
     heldout = read_sentences(job.sentences, HELDOUT)
     losses = train_tagger(tagger, train, settings, checkpoint=job.checkpoint)
