@@ -134,7 +134,7 @@ def test_retrieval_stages_untrained_and_finetuned(tmp_path: Path) -> None:
     assert len(record["train_query_ids"]) == 18 and len(record["val_query_ids"]) == 6
     assert len(record["epoch_val"]) == 2 and "top1" in record["untrained_val"]
 
-    metrics = {}
+    metrics, ranked_by_query = {}, {}
     for method, proj in (("untrained", None), ("finetuned", projection)):
         qf, dbf = tmp_path / f"{method}.q.parquet", tmp_path / f"{method}.db.parquet"
         stages.CirEmbed(
@@ -154,11 +154,30 @@ def test_retrieval_stages_untrained_and_finetuned(tmp_path: Path) -> None:
         ).run()  # fmt: skip
         metrics[method] = json.loads(out.read_text())
         ranked = pq.read_table(rankings).column("ranked_ids").to_pylist()
+        ranked_by_query[method] = ranked
         targets = pq.read_table(queries).column("target_image_id").to_pylist()
         top1 = np.mean([r[0] == t for r, t in zip(ranked, targets, strict=True)])
         assert metrics[method]["top1"] == pytest.approx(top1)
         assert metrics[method]["n_queries"] == 24 and metrics[method]["n_database"] == 12
     assert metrics["finetuned"] != metrics["untrained"]
+
+    # one query by hand gives the same ranking as the stage for the whole set
+    from crossmodal.cir.compose import ComposeSettings
+    from crossmodal.cir.projection import load_projection
+    from crossmodal.cir.stage import answer_query
+    from crossmodal.encoders.registry import load_trainable_clip
+    from crossmodal.index import load_index
+
+    clip = load_trainable_clip(TINY)
+    load_projection(clip.model, projection)
+    index = load_index(tmp_path / "finetuned.faiss", use_gpu=False)
+    image = pq.read_table(images).to_pylist()[3]["path"]  # query 3: image 103
+    answer = answer_query(
+        clip.model, clip.tokenizer, clip.preprocess, index, image, ["tree"], ["lamp"],
+        ComposeSettings(**COMPOSE), k=5, device=torch.device("cpu"),
+    )  # fmt: skip
+    assert answer.add == ("tree",) and answer.remove == ("lamp",)
+    assert list(answer.ids) == ranked_by_query["finetuned"][3]
 
 
 def test_stage_jobs_survive_their_command_line(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,52 @@ def run_eval(job) -> dict[str, float]:
     write_json(job.metrics, metrics)
     log.info("cir-eval: %s", metrics)
     return metrics
+
+
+# --- one query ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """The best database images for one query, and the phrases the query was built from."""
+
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    ids: tuple[int, ...]
+    scores: tuple[float, ...]
+
+
+def answer_query(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    preprocess: Any,
+    index: Any,
+    image: str | Path,
+    add: list[str],
+    remove: list[str],
+    compose: ComposeSettings,
+    *,
+    k: int,
+    device: torch.device,
+) -> QueryAnswer:
+    """Compose one query (reference image + add / remove phrases) and search a database index,
+    exactly as ``cir-embed`` and ``cir-eval`` do for a whole query set."""
+    from crossmodal.index import search
+
+    pairs = EditPairs((str(image),), (str(image),), _prompts([add]), _prompts([remove]))
+    emb = raw_image_embeddings(model, preprocess, pairs.query_images, device)
+    texts = raw_text_embeddings(model, tokenizer, [*pairs.add[0], *pairs.remove[0]], device)
+    add_sum, remove_sum = edit_sums(pairs.add, pairs.remove, texts, emb.shape[1])
+    query = compose_queries(emb, add_sum.to(emb), remove_sum.to(emb), compose)
+    query = torch.nn.functional.normalize(query, dim=-1).cpu().numpy()
+    ids, scores = search(index, query, k)
+    keep = ids[0] != -1
+    return QueryAnswer(
+        add=tuple(add),
+        remove=tuple(remove),
+        ids=tuple(int(i) for i in ids[0][keep]),
+        scores=tuple(float(x) for x in scores[0][keep]),
+    )
 
 
 # --- make-tiny-tagger -----------------------------------------------------------------------------
