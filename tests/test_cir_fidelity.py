@@ -191,3 +191,79 @@ class _Sized:
 
     def __len__(self) -> int:
         return self.n
+
+
+def reference_tokenize_and_align_labels(samples, tokenizer, label2id):
+    """src/token_classification/dataset.py:104-128."""
+    tokenized_inputs = tokenizer(
+        [sample["tokens"] for sample in samples],
+        is_split_into_words=True,
+        return_offsets_mapping=True,
+        padding=True,
+        truncation=True,
+    )
+    labels = []
+    for i, sample in enumerate(samples):
+        word_ids = tokenized_inputs.word_ids(batch_index=i)
+        label_ids = []
+        previous_word_idx = None
+        for word_idx in word_ids:
+            if word_idx is None:
+                label_ids.append(-100)
+            elif word_idx != previous_word_idx:
+                label_ids.append(label2id[sample["labels"][word_idx]])
+            else:
+                label_ids.append(-100)
+            previous_word_idx = word_idx
+        labels.append(label_ids)
+    tokenized_inputs["labels"] = labels
+    return tokenized_inputs
+
+
+def reference_predict(tokens, model, tokenizer, device, max_length=128):
+    """src/retrieval_model/token_classifier.py:9-19 and 79-110, with the model's id2label."""
+    tokens = reference_split_sentence(" ".join(tokens.lower().split()))
+    encoding = tokenizer(
+        tokens, is_split_into_words=True, return_tensors="pt", padding="max_length",
+        truncation=True, max_length=max_length, return_offsets_mapping=True,
+    )  # fmt: skip
+    word_ids = encoding.word_ids(batch_index=0)
+    input_ids = encoding["input_ids"].to(device)
+    attention_mask = encoding["attention_mask"].to(device)
+    with torch.no_grad():
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+    predictions = torch.argmax(outputs.logits, dim=-1).cpu().numpy()[0]
+    tokens_decoded = tokenizer.convert_ids_to_tokens(input_ids.cpu().numpy()[0])
+    labels = [model.config.id2label.get(pred, "O") for pred in predictions]
+    aligned_predictions = []
+    previous_word_idx = None
+    for _token, label, word_idx in zip(tokens_decoded, labels, word_ids, strict=True):
+        if word_idx is None:
+            continue
+        if word_idx != previous_word_idx:
+            aligned_predictions.append((tokens[word_idx], label))
+            previous_word_idx = word_idx
+    return aligned_predictions
+
+
+def test_sub_token_labels_and_predictions_equal_the_reference(tmp_path) -> None:
+    from crossmodal.cir.tagger import build_tiny_tagger, init_tagger, parse_edits
+    from crossmodal.cir.tagger_data import LABEL2ID, encode_sentences, synthesise
+
+    templates = [
+        "Add a <positive_object>, and remove the <negative_object>!",
+        "Swap the <negative_object> for a <positive_object> (and a <positive_object>).",
+    ]
+    objects = ["watering can", "t-shirt", "lamp", "old clock", "dog"]
+    sentences = synthesise(templates, objects, draws_per_template=5, seed=0, object_words="first")
+    build_tiny_tagger(tmp_path, [s.text for s in sentences] + ["unseen wordz"], seed=0)
+    tagger = init_tagger(tmp_path)
+    ours = encode_sentences(tagger.tokenizer, sentences, max_length=512)["labels"].tolist()
+    samples = [{"tokens": list(s.words), "labels": list(s.labels)} for s in sentences]
+    ref = reference_tokenize_and_align_labels(samples, tagger.tokenizer, LABEL2ID)["labels"]
+    assert ours == ref
+    texts = [s.text for s in sentences] + ["Please ADD an unseen wordz-thing;   drop (the) dog."]
+    parsed = parse_edits(tagger, texts)
+    for text, edit in zip(texts, parsed, strict=True):
+        expected = reference_predict(text, tagger.model, tagger.tokenizer, "cpu")
+        assert list(zip(edit.words, edit.labels, strict=True)) == expected
