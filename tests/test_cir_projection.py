@@ -23,7 +23,7 @@ from crossmodal.cir.compose import (
     unique_targets,
 )
 from crossmodal.cir.projection import (
-    REFERENCE_PROJECTION_SETTINGS,
+    DEFAULT_PROJECTION_SETTINGS,
     EditPairs,
     freeze_all_but_projection,
     image_head,
@@ -94,7 +94,7 @@ def _top1(clip: TrainableClip, pairs: EditPairs) -> float:
 
 def _settings(**changes):
     base = dataclasses.replace(
-        REFERENCE_PROJECTION_SETTINGS, batch_size=8, learning_rate=1e-2, workers=0
+        DEFAULT_PROJECTION_SETTINGS, batch_size=8, learning_rate=1e-2, workers=0
     )
     return dataclasses.replace(base, **changes)
 

@@ -66,7 +66,12 @@ from crossmodal.cir.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from crossmodal.cir.compose import ComposeSettings, OneQueryPerTargetSampler, compose_queries
+from crossmodal.cir.compose import (
+    SAMPLER_MODES,
+    ComposeSettings,
+    OneQueryPerTargetSampler,
+    compose_queries,
+)
 from crossmodal.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
@@ -315,7 +320,8 @@ def _embed_dim(
 @dataclass(frozen=True)
 class ProjectionSettings:
     """The fine-tune. No defaults: the config schema holds them;
-    :data:`REFERENCE_PROJECTION_SETTINGS` are the reference's."""
+    :data:`REFERENCE_PROJECTION_SETTINGS` are the reference's,
+    :data:`DEFAULT_PROJECTION_SETTINGS` the suggested defaults."""
 
     epochs: int
     batch_size: int
@@ -333,6 +339,8 @@ class ProjectionSettings:
     def __post_init__(self) -> None:
         if self.trunk not in TRUNK_MODES:
             raise CrossmodalError(f"trunk {self.trunk!r}: choose one of {list(TRUNK_MODES)}")
+        if self.sampler not in SAMPLER_MODES:
+            raise CrossmodalError(f"sampler {self.sampler!r}: choose one of {list(SAMPLER_MODES)}")
 
 
 REFERENCE_PROJECTION_SETTINGS = ProjectionSettings(
@@ -345,9 +353,14 @@ REFERENCE_PROJECTION_SETTINGS = ProjectionSettings(
     t_mult=2,  # CR:13
     grad_clip=1.0,  # RT:41
     seed=42,  # the split's random_state (RD:43); the reference's sampler is unseeded
-    trunk="live",
-    sampler="strict",  # the reference's order is sampler="reference"
-    workers=8,  # CR:7 has 128
+    trunk="live",  # RT:10, RT:23, RT:32
+    sampler="reference",  # RD:91-114
+    workers=128,  # CR:7
+)
+# What the config defaults to: the reference, with a sampler that keeps its promise and as
+# many decode workers as a usual node has cores.
+DEFAULT_PROJECTION_SETTINGS = dataclasses.replace(
+    REFERENCE_PROJECTION_SETTINGS, sampler="strict", workers=8
 )
 
 
