@@ -18,10 +18,12 @@ include: "workflow/rules/index.smk"
 include: "workflow/rules/describe.smk"
 include: "workflow/rules/vqa.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/itr.smk"
 
 
 rule all:
     input:
         wf.summary_targets(config),
         wf.gallery_targets(config),
+        itr.summary_targets(config),
     default_target: True

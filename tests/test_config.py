@@ -279,7 +279,7 @@ def test_schema_and_reference_problems_are_reported_together():
 
 
 def _documented_keys() -> set[str]:
-    return set(re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)*)`", README.read_text()))
+    return set(re.findall(r"`([a-z_]+(?:\.[A-Za-z0-9_]+)*)`", README.read_text()))
 
 
 def test_readme_documents_every_schema_key():

@@ -32,6 +32,7 @@ from crossmodal.io import read_json
 from crossmodal.jobs import to_args
 
 TINY = {"backend": "tiny", "seed": 0}
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
 
 
 def _job(root: Path, method: str = "cusa", **overrides) -> stages.CusaTrain:
@@ -65,7 +66,7 @@ def _job(root: Path, method: str = "cusa", **overrides) -> stages.CusaTrain:
     settings.update(overrides)
     out = root / f"out_{method}"
     return stages.CusaTrain(
-        pairs=pairs, **teachers, model=out / "model.pt", log=out / "log.json", **settings
+        pairs=pairs, **teachers, model=out / "model.pt", history=out / "history.json", **settings
     )
 
 
@@ -224,7 +225,7 @@ def test_two_gloo_processes_take_the_step_of_one_process(tmp_path, all_gather):
 def test_training_writes_the_selected_epoch_and_its_log(tmp_path):
     job = _job(tmp_path, epochs=3)
     result = job.run()
-    log = read_json(job.log)
+    log = read_json(job.history)
     assert [e["epoch"] for e in log["epochs"]] == [0, 1, 2]
     rsums = [e["val_rsum"] for e in log["epochs"]]
     assert log["best_epoch"] == rsums.index(max(rsums))  # the first best, as the reference
@@ -242,7 +243,7 @@ def test_training_writes_the_selected_epoch_and_its_log(tmp_path):
 def test_selecting_on_test_evaluates_the_test_split(tmp_path):
     job = _job(tmp_path, epochs=1, select="test")
     job.run()
-    log = read_json(job.log)
+    log = read_json(job.history)
     assert "test_rsum" in log["epochs"][0] and log["selected_on"] == "test"
 
 
@@ -298,5 +299,32 @@ def test_killed_mid_epoch_and_resumed_gives_the_uninterrupted_model(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    log_a, log_b = read_json(reference.log), read_json(job.log)
+    log_a, log_b = read_json(reference.history), read_json(job.history)
     assert log_a["epochs"] == log_b["epochs"]
+
+
+def test_torchrun_hands_every_training_option_to_the_stage(tmp_path):
+    """torchrun parses options up to its script with abbreviations allowed: no option of the
+    stage may be read as one of torchrun's (``--log`` was taken for ``--log-dir``)."""
+    from torch.distributed.run import get_args_parser
+
+    args = to_args(_job(tmp_path))
+    parsed = get_args_parser().parse_args(
+        ["--standalone", "--nproc_per_node", "1", "-m", "crossmodal", "cusa-train", *args]
+    )
+    assert parsed.training_script == "crossmodal"
+    assert parsed.training_script_args == ["cusa-train", *args]
+
+
+def test_the_schema_defaults_are_the_reference_loss_settings():
+    from crossmodal.config import validate_config
+
+    config = validate_config({"features": {"encoder": "t"}, "encoders": {"t": TINY}}, SCHEMA)
+    assert CusaSettings(**config["cusa"]["loss"]) == REFERENCE_SETTINGS
+    train = config["cusa"]["train"]
+    assert (train["lr"], train["min_lr"], train["weight_decay"]) == (1e-5, 1e-6, 1e-4)
+    assert (train["batch_size"], train["seed"], train["epochs"]) == (
+        128,
+        23,
+        {"coco_karpathy": 30, "flickr30k": 40},
+    )

@@ -68,6 +68,22 @@ def test_demo_produces_the_accuracy_summary(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_trains_cusa_and_every_variant_beats_the_untrained_student(demo_run):
+    import json
+
+    summary = json.loads((demo_run / "results/itr/demo/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert list(rows) == ["zero_shot", "contrastive", "csa", "usa", "cusa"]
+    assert all(r["encoder"] == "tiny" for r in rows.values())
+    untrained = rows["zero_shot"]["rsum"]
+    for method in ("contrastive", "csa", "usa", "cusa"):
+        assert rows[method]["rsum"] > untrained + 100, (method, rows[method]["rsum"], untrained)
+        history = json.loads((demo_run / f"results/cusa/demo/{method}/train.json").read_text())
+        assert history["selected_on"] == "val" and len(history["epochs"]) == 3
+    assert (demo_run / "results/itr/demo/summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
 def test_second_run_has_nothing_to_do(demo_run):
     proc = run_snakemake(demo_run, "-n")
     assert proc.returncode == 0

@@ -40,17 +40,26 @@ WILDCARDS = Wildcards(
     shard="0",
     shards="1",
     name="tiny_llava",
+    teacher="tiny_tokens",
+    variant="cusa",
+    run="cusa",
 )
+# Wildcards whose value depends on the rule (a text teacher, a sentence-transformers folder).
+RULE_WILDCARDS = {
+    "cusa_text_teacher": {"teacher": "tiny_st"},
+    "make_tiny_st": {"name": "tiny_st"},
+}
 
 
 @pytest.mark.parametrize("name", sorted(workflow.stages_for(demo_config())))
 def test_every_rule_fills_exactly_its_jobs_fields(name):
     stage = workflow.stages_for(demo_config())[name]
-    inputs = stage.inputs(WILDCARDS)
-    params = stage.params(WILDCARDS)
+    w = Wildcards(**{**vars(WILDCARDS), **RULE_WILDCARDS.get(name, {})})
+    inputs = stage.inputs(w)
+    params = stage.params(w)
     if stage.threads_field:
         params[stage.threads_field] = 2
-        assert json.loads(stage.settings(WILDCARDS)) == stage.params(WILDCARDS)
+        assert json.loads(stage.settings(w)) == stage.params(w)
     roles = {
         "input": set(stage.cls.names("input")),
         "output": set(stage.cls.names("output")),

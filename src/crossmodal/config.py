@@ -301,6 +301,46 @@ def _encoder_problems(config: Config) -> list[str]:
     return problems
 
 
+def _cusa_problems(config: Config) -> list[str]:
+    """CUSA's names must point somewhere once a retrieval data set is asked for."""
+    from crossmodal.data.registry import ITR_DATASETS
+
+    c = _block(config, "cusa")
+    datasets = c.get("datasets") or []
+    if not isinstance(datasets, list) or not datasets:
+        return []
+    problems = [
+        f"cusa.datasets: {d!r} is not an image-text retrieval data set ({sorted(ITR_DATASETS)})"
+        for d in datasets
+        if d not in ITR_DATASETS
+    ]
+    encoders = _block(config, "encoders")
+    student = c.get("student")
+    if student not in encoders:
+        problems.append(
+            f"cusa.student: {student!r} is not configured under encoders "
+            f"({_configured(config, 'encoders')})"
+        )
+    elif encoders[student].get("backend") not in ("open_clip", "tiny"):
+        problems.append(f"cusa.student: {student!r} must be an open_clip or tiny encoder")
+    teachers = c.get("teachers") or {}
+    for kind in ("image", "text"):
+        name = c.get(f"{kind}_teacher")
+        if name not in (teachers.get(kind) or {}):
+            known = sorted(teachers.get(kind) or {})
+            problems.append(
+                f"cusa.{kind}_teacher: {name!r} is not configured under cusa.teachers.{kind} "
+                f"({known or 'none configured'})"
+            )
+    epochs = (c.get("train") or {}).get("epochs") or {}
+    problems += [
+        f"cusa.train.epochs: no entry for data set {d!r}; add `{d}: N`"
+        for d in datasets
+        if d not in epochs
+    ]
+    return problems
+
+
 def _loop_problems(config: Config) -> list[str]:
     loops = _block(config, "pica").get("loops")
     n = _block(config, "describe").get("n_descriptions")
@@ -377,6 +417,7 @@ def reference_problems(config: Config) -> list[str]:
         *_loop_problems(config),
         *_method_problems(config),
         *_tiny_problems(config),
+        *_cusa_problems(config),
     ]
     return sorted(problems)
 

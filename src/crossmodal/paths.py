@@ -95,3 +95,16 @@ CROP_META = f"{_CROPS}.json"
 ZEROSHOT_RESULT = f"{RESULTS}/zeroshot/{{dataset}}/{{encoder}}/{{method}}.json"
 ZEROSHOT_SUMMARY_JSON = f"{RESULTS}/zeroshot/{{dataset}}/summary.json"
 ZEROSHOT_SUMMARY_PNG = f"{RESULTS}/zeroshot/{{dataset}}/summary.png"
+
+# --- image-text retrieval (CUSA): models, similarity matrices, metrics --------------------------
+_CUSA = f"{RESULTS}/cusa/{{dataset}}/{{variant}}"
+CUSA_MODEL = f"{_CUSA}/model.pt"
+CUSA_HISTORY = f"{_CUSA}/train.json"
+CUSA_CHECKPOINTS = f"{RESULTS}/checkpoints/cusa/{{dataset}}/{{variant}}"  # not an output
+_ITR = f"{RESULTS}/itr/{{dataset}}/{{run}}"
+ITR_SCORES = f"{_ITR}/scores.npy"
+ITR_IMG_IDS = f"{_ITR}/img_ids.json"
+ITR_TXT_IMG = f"{_ITR}/txt_img.json"
+ITR_METRICS = f"{_ITR}/metrics.json"
+ITR_SUMMARY_JSON = f"{RESULTS}/itr/{{dataset}}/summary.json"
+ITR_SUMMARY_PNG = f"{RESULTS}/itr/{{dataset}}/summary.png"

@@ -287,7 +287,7 @@ class CusaTrain(Job):
     text_teacher: Path = reads("text teacher features of the training pairs (.npy)")
     text_teacher_meta: Path = reads("its sidecar: shape, provenance")
     model: Path = writes("the selected epoch's student (torch)")
-    log: Path = writes("per-epoch losses, temperatures and validation metrics; the selection")
+    history: Path = writes("per-epoch losses, temperatures and validation metrics; the selection")
     student: dict[str, Any] = setting("the student's encoder entry (open_clip or tiny)")
     method: str = setting("contrastive, csa, usa or cusa")
     loss: dict[str, Any] = setting("the cusa.loss block (rates, temperatures, all_gather)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from crossmodal import paths, stages
 from crossmodal.codehash import digest, module_closure
-from crossmodal.data.registry import COLLECTIONS, DATASETS, collection, dataset
+from crossmodal.data.registry import COLLECTIONS, DATASETS, ITR_DATASETS, collection, dataset
 from crossmodal.jobs import JOBS, Job
 
 Config = dict[str, Any]
@@ -31,7 +31,7 @@ Params = Callable[[Any], dict[str, Any]]
 
 def _archive_owners():
     """(archive file name, the collection or dataset it belongs to) for every archive."""
-    for owner in (*COLLECTIONS.values(), *DATASETS.values()):
+    for owner in (*COLLECTIONS.values(), *DATASETS.values(), *ITR_DATASETS.values()):
         for name in owner.archives:
             yield name, owner
 
@@ -263,6 +263,13 @@ class Stage:
 
 def stages_for(config: Config) -> dict[str, Stage]:
     """Every rule's stage for this config, by rule name."""
+    from crossmodal.cusa.wiring import itr_stages
+
+    return {**_spine_stages(config), **itr_stages(config, Stage)}
+
+
+def _spine_stages(config: Config) -> dict[str, Stage]:
+    """The VQA spine's stages: data, features, indexes, descriptions, PICa, scores, summary."""
     f, d, p = config["features"], config["describe"], config["pica"]
     encoder = f["encoder"]
     roots = archive_roots()

@@ -420,7 +420,7 @@ def train(job: Any) -> dict[str, Any]:
     if procs.main:
         with atomic_path(job.model) as tmp:
             shutil.copyfile(best, tmp)
-        write_json(job.log, result)
+        write_json(job.history, result)
     if procs.world > 1:
         dist.barrier()
         dist.destroy_process_group()
