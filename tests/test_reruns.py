@@ -75,6 +75,24 @@ def test_pica_parameter_reruns_only_pica_scoring_and_summary(finished):
 
 
 @pytest.mark.slow
+def test_a_cusa_loss_rate_retrains_only_the_variants_that_use_it(finished):
+    work, config = finished
+    cusa = dict(config["cusa"], loss={"usa_rate": 0.25})
+    (work / "usa.yaml").write_text(yaml.safe_dump(dict(config, cusa=cusa)))
+    out = snakemake(work, work / "usa.yaml", "-n")
+    jobs = scheduled(out)
+    assert jobs == {
+        "cusa_train": 2,
+        "itr_scores": 2,
+        "itr_eval": 2,
+        "itr_summary": 1,
+        "all": 1,
+    }, jobs
+    trained = set(re.findall(r"results/cusa/demo/(\w+)/model\.pt", out))
+    assert trained == {"usa", "cusa"}, trained
+
+
+@pytest.mark.slow
 def test_encoder_change_reruns_features_and_everything_downstream(finished):
     work, config = finished
     changed = dict(config, encoders={"tiny": {"backend": "tiny", "seed": 1}})

@@ -90,12 +90,31 @@ def nondeterminism(rule: str, config: dict[str, Any], file: str) -> str | None:
             return f"depends on served or API generation ({', '.join(sorted(set(served)))})"
     if rule in ("build_index",) and config.get("index", {}).get("kind") != "flat":
         return "approximate index construction is multi-threaded"
+    if rule in ("cusa_image_teacher", "cusa_text_teacher", "cusa_train", "itr_scores"):
+        from crossmodal.encoders.base import resolve_device
+
+        if (
+            resolve_device(config.get("cusa", {}).get("train", {}).get("device", "auto")).type
+            == "cuda"
+        ):
+            return "on GPUs, training and fp16 kernels are not bit-reproducible"
     if rule.startswith("extract_"):
         from crossmodal.encoders.base import resolve_device
 
         if resolve_device(config.get("features", {}).get("device", "auto")).type == "cuda":
             return "on a GPU, fp16 kernels may differ between devices and library versions"
     return None
+
+
+def _content_sha256(path: Path) -> str:
+    """Hash of a local model: a file's bytes, or a folder's file names and bytes."""
+    if path.is_file():
+        return sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(sha256(f).encode())
+    return h.hexdigest()
 
 
 def model_identities(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -109,17 +128,26 @@ def model_identities(config: dict[str, Any], workdir: Path) -> dict[str, Any]:
             if spec.get("backend") == "tiny":
                 rec["pinned_by"] = "seeded random weights built from the packaged config"
             elif local is not None and local.is_dir():
-                files = sorted(p for p in local.rglob("*") if p.is_file())
-                h = hashlib.sha256()
-                for f in files:
-                    h.update(str(f.relative_to(local)).encode())
-                    h.update(sha256(f).encode())
-                rec["local_content_sha256"] = h.hexdigest()
+                rec["local_content_sha256"] = _content_sha256(local)
             elif spec.get("backend") in ("anthropic", "openai") and not spec.get("base_url"):
                 rec["pinned_by"] = "API model name (the provider does not expose weights)"
             else:
                 rec.update(_hub_revision(model, spec.get("revision")))
             out[f"{section}.{name}"] = rec
+    for kind, entries in config.get("cusa", {}).get("teachers", {}).items():
+        for name, spec in entries.items():
+            entry = spec.get("entry", spec)
+            model = entry.get("model") or entry.get("path")
+            rec = {"spec": spec}
+            if model and (workdir / model).exists():
+                rec["local_content_sha256"] = _content_sha256(workdir / model)
+            elif entry.get("backend") == "tiny":
+                rec["pinned_by"] = "seeded random weights built from the packaged config"
+            elif entry.get("backend") == "open_clip":
+                rec["pinned_by"] = "open_clip pretrained tag"
+            else:
+                rec.update(_hub_revision(model, entry.get("revision")))
+            out[f"cusa.teachers.{kind}.{name}"] = rec
     return out
 
 

@@ -54,6 +54,17 @@ def config_hash(config: Config, ds: str) -> str:
     return hashlib.sha256(json_arg(relevant).encode()).hexdigest()[:16]
 
 
+def variant_loss(config: Config, variant: str) -> dict[str, Any]:
+    """The loss settings one variant trains with (its switched-off rates at 0), so that a
+    change to a term reruns only the variants that use it."""
+    from dataclasses import asdict
+
+    from crossmodal.cusa.losses import CusaSettings
+    from crossmodal.cusa.model import variant_settings
+
+    return asdict(variant_settings(CusaSettings(**config["cusa"]["loss"]), variant))
+
+
 def _teacher_files(config: Config, ds: str) -> dict[str, str]:
     c = config["cusa"]
     image = dict(dataset=ds, teacher=c["image_teacher"])
@@ -98,7 +109,7 @@ def itr_stages(config: Config, stage_cls: type) -> dict[str, Any]:
         return {
             "student": config["encoders"][c["student"]],
             "method": w.variant,
-            "loss": c["loss"],
+            "loss": variant_loss(config, w.variant),
             "epochs": epochs(config, w.dataset),
             **{k: t[k] for k in ("batch_size", "lr", "min_lr", "weight_decay", "seed", "select")},
             **{k: t[k] for k in ("device", "eval_batch_size", "checkpoint_every")},
