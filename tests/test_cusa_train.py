@@ -328,3 +328,14 @@ def test_the_schema_defaults_are_the_reference_loss_settings():
         23,
         {"coco_karpathy": 30, "flickr30k": 40},
     )
+
+
+def test_a_text_teacher_of_other_captions_is_refused(tmp_path):
+    import json
+
+    job = _job(tmp_path, epochs=1)
+    meta = json.loads(job.text_teacher_meta.read_text())
+    meta["ids_sha256"] = "0" * 64  # same row count, other texts
+    job.text_teacher_meta.write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="other texts than the training captions"):
+        job.run()

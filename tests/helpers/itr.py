@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from crossmodal.cusa.teachers import ids_sha256
+
 COLOURS = {
     "red": (220, 30, 30),
     "green": (30, 180, 60),
@@ -80,6 +82,8 @@ def make_teachers(pairs: Path, folder: Path, dim: int = 16, seed: int = 0) -> di
         meta = {"rows": n, "dim": dim, "dtype": "float32"}
         if kind == "image":
             meta["ids"] = ids
+        else:
+            meta["ids_sha256"] = ids_sha256([table["text"][i] for i in train])
         (folder / f"{kind}.json").write_text(json.dumps(meta))
         out[f"{kind}_teacher"] = path
         out[f"{kind}_teacher_meta"] = folder / f"{kind}.json"

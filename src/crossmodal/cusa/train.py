@@ -54,6 +54,7 @@ from crossmodal.cusa.model import (
 )
 from crossmodal.cusa.pairs import SplitRows, read_eval_split, read_split_rows
 from crossmodal.cusa.retrieval import read_rgb, similarity
+from crossmodal.cusa.teachers import ids_sha256
 from crossmodal.errors import CrossmodalError, DataFormatError
 from crossmodal.io import atomic_path, read_json, write_json
 
@@ -119,6 +120,11 @@ def check_teachers(rows: SplitRows, image: TeacherFile, text: TeacherFile) -> No
         raise DataFormatError(
             f"{image.path}: its image ids are not the training images of the pairs table "
             "(prepared again since?): rebuild the image teacher features"
+        )
+    if text.meta["ids_sha256"] != ids_sha256(rows.texts):
+        raise DataFormatError(
+            f"{text.path}: computed on other texts than the training captions of the pairs "
+            "table (prepared again since?): rebuild the text teacher features"
         )
     shapes = ((image, len(rows.image_ids)), (text, len(rows.texts)))
     for teacher, n in shapes:
