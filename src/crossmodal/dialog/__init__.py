@@ -1,0 +1,1 @@
+"""Dialogue-to-photo retrieval: LLM visual descriptors, fine-tuned CLIP and a FAISS index."""
