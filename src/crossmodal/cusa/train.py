@@ -30,8 +30,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import random
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +55,14 @@ from crossmodal.cusa.retrieval import read_rgb, similarity
 from crossmodal.cusa.teachers import ids_sha256
 from crossmodal.errors import CrossmodalError, DataFormatError
 from crossmodal.io import atomic_path, read_json, write_json
+from crossmodal.training import (
+    epoch_batches,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    start_processes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +77,6 @@ def epoch_lr(epoch: int, epochs: int, lr: float, min_lr: float) -> float:
     """Cosine from ``lr`` (epoch 0) towards ``min_lr``, one value per epoch, no warmup: the
     reference's ``CosineLRScheduler(t_initial=epochs, warmup_t=0)`` at ``step(epoch)``."""
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs))
-
-
-def epoch_batches(
-    n: int, world: int, rank: int, seed: int, epoch: int, batch_size: int
-) -> list[list[int]]:
-    """This rank's batches of one epoch: ``DistributedSampler(shuffle=True, seed=seed)``
-    order (padded to a multiple of the world size by repeating its start), then batches of
-    ``batch_size`` with the last short one dropped (``drop_last=True``)."""
-    g = torch.Generator()
-    g.manual_seed(seed + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    total = math.ceil(n / world) * world
-    while len(order) < total:
-        order += order[: total - len(order)]
-    mine = order[rank:total:world]
-    return [mine[i : i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -161,39 +151,6 @@ class TrainPairs(Dataset):
 # --- processes --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Processes:
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def start_processes(device: str) -> Processes:
-    """Join the torchrun process group (gloo on the CPU, NCCL on GPUs), or run alone."""
-    if "WORLD_SIZE" not in os.environ:
-        from crossmodal.encoders import resolve_device
-
-        return Processes(0, 1, resolve_device(device))
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Processes(rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu"))
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 # --- one step ---------------------------------------------------------------------------------
 
 
@@ -212,14 +169,6 @@ def train_step(
 # --- identity and checkpoints -----------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_identity(job: Any) -> str:
     """Settings that shape the weights, the inputs' content and this code, hashed: the name of
     the checkpoint folder. The teacher arrays are named by their sidecars (provenance, ids,
@@ -230,9 +179,9 @@ def run_identity(job: Any) -> str:
     names = [n for n in type(job).names(PARAM) if n not in OPERATIONAL]
     settings = {n: getattr(job, n) for n in names}
     inputs = {
-        "pairs": _file_sha256(job.pairs),
-        "image_teacher_meta": _file_sha256(job.image_teacher_meta),
-        "text_teacher_meta": _file_sha256(job.text_teacher_meta),
+        "pairs": file_sha256(job.pairs),
+        "image_teacher_meta": file_sha256(job.image_teacher_meta),
+        "text_teacher_meta": file_sha256(job.text_teacher_meta),
         "image_teacher_bytes": Path(job.image_teacher).stat().st_size,
         "text_teacher_bytes": Path(job.text_teacher).stat().st_size,
     }
@@ -242,17 +191,6 @@ def run_identity(job: Any) -> str:
         "code": code_digest(package_root(), "crossmodal.cusa.train"),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 # --- the loop ---------------------------------------------------------------------------------
