@@ -42,52 +42,68 @@ IMAGE_TEACHER_DIM = 49 * 768  # Unicom ViT-B/32 forward_features, flattened
 TEXT_TEACHER_DIM = 768  # all-mpnet-base-v2
 
 
-def student(method: str, model: str):
+def student_spec(model: str) -> dict:
+    """An open_clip model name with random weights, or ``tiny`` (the test model)."""
+    if model == "tiny":
+        return {"backend": "tiny", "seed": 0}
+    return {"backend": "open_clip", "model": model, "pretrained": None}
+
+
+def student(method: str, model: str, device: torch.device):
     torch.manual_seed(0)
-    clip = load_trainable_clip({"backend": "open_clip", "model": model, "pretrained": None})
-    s = CusaStudent(clip, variant_settings(REFERENCE_SETTINGS, method))
+    clip = load_trainable_clip(student_spec(model), device=str(device))
+    s = CusaStudent(clip, variant_settings(REFERENCE_SETTINGS, method)).to(device)
     return s, torch.optim.AdamW(parameter_groups(s, 1e-4), lr=1e-5), clip
 
 
-def text_teacher():
+def text_teacher(device: torch.device):
     from transformers import MPNetConfig, MPNetModel
 
     torch.manual_seed(0)
-    return MPNetModel(MPNetConfig()).eval()  # all-mpnet-base-v2's shape
+    return MPNetModel(MPNetConfig()).eval().to(device)  # all-mpnet-base-v2's shape
 
 
-def batch(n: int, tokenizer):
+def batch(n: int, tokenizer, device: torch.device):
     g = torch.Generator().manual_seed(0)
     captions = [f"a photo of {k} things on a table near a window" for k in range(n)]
-    return (
+    data = (
         torch.randn(n, 3, 224, 224, generator=g),
         tokenizer(captions),
         torch.randn(n, IMAGE_TEACHER_DIM, generator=g),
         torch.randn(n, TEXT_TEACHER_DIM, generator=g),
         torch.arange(n) // 2,
     )
+    return tuple(t.to(device) for t in data)
 
 
-def timed_steps(model, optimizer, data, steps: int, teacher=None) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(model, optimizer, data, steps: int, device: torch.device, teacher=None) -> float:
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         if teacher is not None:  # the reference: the text teacher runs inside every step
             with torch.no_grad():
-                ids = torch.randint(5, 30000, (data[0].shape[0], 16))
+                ids = torch.randint(5, 30000, (data[0].shape[0], 16), device=device)
                 hidden = teacher(input_ids=ids, attention_mask=torch.ones_like(ids))
                 text = hidden.last_hidden_state.mean(1)  # mean pooling
             data = (*data[:3], text, data[4])
-        train_step(model, optimizer, data, torch.device("cpu"))
+        train_step(model, optimizer, data, device)
+    _sync(device)
     return (time.perf_counter() - start) / steps
 
 
-def step_times(pairs: int, steps: int, batch_size: int, model: str) -> dict:
-    contrastive, opt_c, clip = student("contrastive", model)
-    cusa, opt_u, _ = student("cusa", model)
-    mpnet = text_teacher()
-    data = batch(batch_size, clip.tokenizer)
+def step_times(pairs: int, steps: int, batch_size: int, model: str, device: str = "cpu") -> dict:
+    dev = torch.device(device)
+    contrastive, opt_c, clip = student("contrastive", model, dev)
+    cusa, opt_u, _ = student("cusa", model, dev)
+    mpnet = text_teacher(dev)
+    data = batch(batch_size, clip.tokenizer, dev)
     for m, o in ((contrastive, opt_c), (cusa, opt_u)):
-        timed_steps(m, o, data, 1)  # warm-up
+        timed_steps(m, o, data, 1, dev)  # warm-up
     rows = []
     for i in range(pairs):
         order = ["contrastive", "cusa", "cusa_online"]
@@ -96,9 +112,10 @@ def step_times(pairs: int, steps: int, batch_size: int, model: str) -> dict:
         t = {}
         for name in order:
             if name == "contrastive":
-                t[name] = timed_steps(contrastive, opt_c, data, steps)
+                t[name] = timed_steps(contrastive, opt_c, data, steps, dev)
             else:
-                t[name] = timed_steps(cusa, opt_u, data, steps, mpnet if "online" in name else None)
+                teacher = mpnet if "online" in name else None
+                t[name] = timed_steps(cusa, opt_u, data, steps, dev, teacher)
         rows.append(t)
 
     def ratio(key: str) -> dict:
@@ -106,11 +123,80 @@ def step_times(pairs: int, steps: int, batch_size: int, model: str) -> dict:
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
     return {
-        "model": f"{model} (random weights), batch {batch_size}, CPU",
+        "model": f"{model} (random weights), batch {batch_size}, {device}",
         "seconds_per_step": rows,
         "cusa_over_contrastive": ratio("cusa"),
         "cusa_online_teacher_over_contrastive": ratio("cusa_online"),
     }
+
+
+def make_world(folder: Path, n_images: int) -> dict[str, Path]:
+    """A generated image-text world for a training run: JPEGs, pairs.parquet (5 captions per
+    image; 80% train, 10% val, 10% test) and random teacher files in the stages' layout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from common import make_images
+
+    from crossmodal.cusa.teachers import ids_sha256
+
+    images = pq.read_table(make_images(folder / "images", n_images)).to_pydict()
+    rows: dict[str, list] = {k: [] for k in ("image_id", "path", "caption", "text", "split")}
+    for k, path in enumerate(images["path"]):
+        split = "train" if k < 0.8 * n_images else "val" if k < 0.9 * n_images else "test"
+        for j in range(5):
+            text = f"image {k} caption {j} shows shapes of colour {k % 7}"
+            rows["image_id"].append(f"img{k}")
+            rows["path"].append(path)
+            rows["caption"].append(text)
+            rows["text"].append(text)
+            rows["split"].append(split)
+    pairs = folder / "pairs.parquet"
+    pq.write_table(pa.table(rows), pairs)
+    train = [i for i, s in enumerate(rows["split"]) if s == "train"]
+    ids = list(dict.fromkeys(rows["image_id"][i] for i in train))
+    rng = np.random.default_rng(0)
+    files = {"pairs": pairs}
+    for kind, n, dim in (("image", len(ids), IMAGE_TEACHER_DIM), ("text", len(train), 768)):
+        np.save(folder / f"{kind}.npy", rng.standard_normal((n, dim)).astype(np.float32))
+        meta = {"rows": n, "dim": dim, "dtype": "float32"}
+        meta.update(
+            {"ids": ids}
+            if kind == "image"
+            else {"ids_sha256": ids_sha256([rows["text"][i] for i in train])}
+        )
+        (folder / f"{kind}.json").write_text(json.dumps(meta))
+        files[f"{kind}_teacher"] = folder / f"{kind}.npy"
+        files[f"{kind}_teacher_meta"] = folder / f"{kind}.json"
+    return files
+
+
+def train_job(world: dict[str, Path], model: str, batch_size: int, device: str) -> list[str]:
+    """``cusa-train`` arguments for one epoch of CUSA on a generated world."""
+    from crossmodal import stages
+    from crossmodal.jobs import to_args
+
+    out = world["pairs"].parent / "run"
+    job = stages.CusaTrain(
+        **world,
+        model=out / "model.pt",
+        history=out / "history.json",
+        student=student_spec(model),
+        method="cusa",
+        loss=dataclasses.asdict(REFERENCE_SETTINGS),
+        epochs=1,
+        batch_size=batch_size,
+        lr=1e-5,
+        min_lr=1e-6,
+        weight_decay=1e-4,
+        seed=23,
+        select="val",
+        device=device,
+        workers=4,
+        eval_batch_size=128,
+        checkpoints=out / "checkpoints",
+        checkpoint_every=0,
+    )
+    return to_args(job)
 
 
 MEMORY_PROBE = r"""

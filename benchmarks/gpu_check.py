@@ -432,32 +432,40 @@ def vllm_check(a: argparse.Namespace) -> tuple[str, dict]:
 
 
 def train_check(a: argparse.Namespace) -> tuple[str, dict]:
-    from crossmodal.cli import build_parser
+    """CUSA on the GPU: step time of CUSA against contrastive-only (ViT-B/32, random weights,
+    batch 128: benchmarks/bench_cusa.py), then one epoch of ``cusa-train`` under torchrun with
+    NCCL (every visible GPU) on a generated image-text world."""
+    import torch
 
-    # argparse keeps the subcommands in its (private) subparsers action
-    sub = next(x for x in build_parser()._actions if isinstance(x, argparse._SubParsersAction))
-    commands = sorted(name for name in sub.choices if "train" in name)
-    if not commands:
-        raise Skip("no training stage yet: `crossmodal --help` lists no train command")
-    cmd = os.environ.get("TRAIN_CMD", "")
-    if not cmd:
-        raise Skip(
-            f"crossmodal has {', '.join(commands)} but this check has no recipe for it yet: "
-            "set TRAIN_CMD to the arguments after `torchrun --standalone -m crossmodal`"
-        )
     if not a.smoke and not cuda_available():
         raise Skip("no CUDA GPU visible to torch")
-    gpus = 1 if a.smoke else max(1, __import__("torch").cuda.device_count())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_cusa
+
+    device = "cpu" if a.smoke else "cuda"
+    model, batch = ("tiny", 4) if a.smoke else ("ViT-B-32", 128)
+    steps = bench_cusa.step_times(2 if a.smoke else 5, 1 if a.smoke else 3, batch, model, device)
+    world = bench_cusa.make_world(Path(a.cache) / "itr", 16 if a.smoke else 256)
+    gpus = 1 if a.smoke else max(1, torch.cuda.device_count())
+    job = bench_cusa.train_job(world, model, 4 if a.smoke else 64, device)
     full = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "crossmodal"]
-    full += cmd.split()
+    full += ["cusa-train", *job]
     t = time.perf_counter()
     proc = subprocess.run(full, capture_output=True, text=True)
     wall = time.perf_counter() - t
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-    details = {"command": full, "returncode": proc.returncode, "wall_s": wall, "tail": tail}
+    details = {"step_time": steps, "command": full, "returncode": proc.returncode, "wall_s": wall}
     if proc.returncode != 0:
-        raise StepFailed(f"`{' '.join(full)}` exited {proc.returncode}: {tail[-1:]}", details)
-    return f"`{' '.join(full)}` ran in {wall:.0f} s on {gpus} process(es)", details
+        raise StepFailed(
+            f"cusa-train under torchrun exited {proc.returncode}: {tail[-1:]}", details
+        )
+    r, o = steps["cusa_over_contrastive"], steps["cusa_online_teacher_over_contrastive"]
+    text_ = (
+        f"CUSA step / contrastive step {r['median']:.3f}x ({r['min']:.3f}-{r['max']:.3f}), "
+        f"with the reference's per-step text teacher {o['median']:.3f}x "
+        f"({steps['model']}); one cusa-train epoch under torchrun on {gpus} GPU(s): {wall:.0f} s"
+    )
+    return text_, details
 
 
 # --- command line -----------------------------------------------------------------------------

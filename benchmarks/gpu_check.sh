@@ -6,7 +6,8 @@
 #   (b) FAISS flat/IVF on the GPU (crossmodal.index.load_index) vs faiss-cpu exact results
 #   (c) a real vLLM server on CUDA serving a tiny LLaVA and a tiny Qwen2-VL, image requests
 #       through crossmodal's vllm backend
-#   (d) a few training steps under torchrun, once crossmodal has a training stage
+#   (d) CUSA training: step time against contrastive-only (ViT-B/32, batch 128), then one
+#       epoch of cusa-train under torchrun with NCCL on every visible GPU
 # A check whose package is missing writes "SKIPPED (reason)" instead of failing the script.
 #
 # Usage:
@@ -16,7 +17,7 @@
 #   benchmarks/gpu_check.sh --cpu-smoke OUT.md     # or CPU_SMOKE=1: tiny sizes, CPU only, to
 #                                                  # test the script itself; not GPU numbers
 # Environment: WHEELS (wheel folder), PYTHON (default python3), VLLM_PYTHON (a python with vLLM,
-# for (c)), TRAIN_CMD (arguments after `torchrun -m crossmodal`, for (d)), ONLY (checks to run,
+# for (c)), ONLY (checks to run,
 # e.g. "ab"), TIMEOUT_A..TIMEOUT_D (seconds per check), BUDGET_S (whole script, default 470).
 # Exit status: 0 when no check FAILED or TIMED OUT, 1 otherwise, 2 on bad usage.
 set -uo pipefail
@@ -141,13 +142,13 @@ if [[ "$smoke" == 1 ]]; then
     --batch-size 32 --rounds 1 --cache "$work/cache"
   run_check b 60 "${step[@]}" faiss --smoke --n 5000 --d 64 --queries 50 --nlist 64 --nprobe 8
   run_check c 60 "${step[@]}" vllm --smoke
-  run_check d 60 "${step[@]}" train --smoke
+  run_check d 90 "${step[@]}" train --smoke
 else
   run_check a 200 "${step[@]}" features --n 20000 --distinct 4000 --workers "$cores" \
     --batch-size 256 --rounds 2 --cache "${TMPDIR:-/tmp}/cm-gpu-check"
   run_check b 120 "${step[@]}" faiss --n 200000 --d 768 --queries 1000 --nlist 1024 --nprobe 32
   run_check c 200 "${step[@]}" vllm
-  run_check d 60 "${step[@]}" train
+  run_check d 120 "${step[@]}" train
 fi
 
 # --- OUT.md ----------------------------------------------------------------------------------
