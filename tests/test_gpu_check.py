@@ -58,7 +58,9 @@ def test_cpu_smoke_writes_one_line_per_check(tmp_path):
     assert re.match(r"SKIPPED \(faiss (has no GPU support|sees no GPU)", lines["b"]), lines["b"]
     assert "cpu flat: " in lines["b"] and "vs exact 1.000/1.000" in lines["b"]
     assert lines["c"].startswith("SKIPPED ("), lines["c"]
-    assert lines["d"].startswith("SKIPPED ("), lines["d"]
+    # (d) ran on the CPU: the two step-time ratios and one cusa-train epoch under torchrun
+    step_re = r"CUSA step / contrastive step ([\d.]+)x .*teacher ([\d.]+)x .*epoch under torchrun"
+    assert re.search(step_re, lines["d"]), lines["d"]
     results = raw_json(text)
     assert results[0]["models"]["tiny"]["median_img_s"] == pytest.approx(rate, abs=1)
     assert {r["status"] for r in results} == {"ok", "skipped"}
