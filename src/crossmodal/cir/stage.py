@@ -373,6 +373,51 @@ def answer_query(
     )
 
 
+def run_query(job) -> QueryAnswer:
+    """The ``cir-query`` command: parse the text with the tagger, compose the query with the
+    encoder (and projection) the index was built with, print the parsed phrases and the top-k
+    image ids (with their paths when ``--images`` is given)."""
+    import json
+
+    from crossmodal.cir.tagger import load_tagger, parse_edits
+    from crossmodal.encoders.base import resolve_device
+    from crossmodal.encoders.registry import load_trainable_clip
+    from crossmodal.index import load_index
+    from crossmodal.jobs import settings_from_dict
+
+    if job.k < 1:
+        raise CrossmodalError(f"--k {job.k}: ask for at least one image")
+    if not Path(job.image).is_file():
+        raise CrossmodalError(f"--image {job.image}: no such file")
+    compose = settings_from_dict(ComposeSettings, job.compose, "cir compose settings")
+    device = str(resolve_device(job.device))
+    tagger = load_tagger(Path(job.tagger).parent, device=device)
+    edit = parse_edits(tagger, [job.text], max_length=job.max_length)[0]
+    clip = load_trainable_clip(job.encoder, device=device)
+    if job.projection is not None:
+        load_projection(clip.model, job.projection)
+    model = clip.model.eval()
+    index = load_index(job.index, use_gpu=False)
+    answer = answer_query(
+        model, clip.tokenizer, clip.preprocess, index, job.image, list(edit.add),
+        list(edit.remove), compose, k=job.k, device=next(model.parameters()).device,
+    )  # fmt: skip
+    where = {}
+    if job.images is not None:
+        table = pq.read_table(job.images, columns=["image_id", "path"])
+        ids, image_paths_ = table.column("image_id").to_pylist(), table.column("path").to_pylist()
+        where = dict(zip(ids, image_paths_, strict=True))
+    print(f"add: {json.dumps(list(answer.add))}")
+    print(f"remove: {json.dumps(list(answer.remove))}")
+    for rank, (i, score) in enumerate(zip(answer.ids, answer.scores, strict=True), 1):
+        print(f"{rank}\t{i}\t{score:.4f}" + (f"\t{where[i]}" if i in where else ""))
+    if job.out is not None:
+        record = dataclasses.asdict(answer) | {"text": job.text, "image": str(job.image)}
+        record["paths"] = [where.get(i) for i in answer.ids]
+        write_json(job.out, record)
+    return answer
+
+
 # --- make-tiny-tagger -----------------------------------------------------------------------------
 
 
