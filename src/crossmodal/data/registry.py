@@ -219,3 +219,94 @@ def itr_files(name: str, mirrors: Mapping[str, str | None]) -> dict[str, str]:
             f"from (the folder that holds {ds.example_image})"
         )
     return {**files, "image_root": str(folder)}
+
+
+# --- compositional image retrieval ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CirDataset:
+    """A compositional image retrieval data set in the Rayan challenge's layout.
+
+    Each split is a CSV with the columns ``query_image, query_text, target_image`` (image file
+    names) and a folder holding those images, both inside ``root``: a resources-relative folder
+    (the demo world writes one) or, for the challenge's data (handed out to participants, no
+    public download), the user's folder named by ``data.mirrors[mirror]``.
+    """
+
+    splits: dict[str, tuple[str, str]]  # split -> (CSV, image folder), inside the root
+    root: str | None  # resources-relative root; None = the user's folder
+    mirror: str = ""  # with root=None: the data.mirrors key of the user's folder
+    train_split: str = "train"  # the projection trains on it (90/10 train / validation)
+    eval_split: str = "test"  # the summary's numbers
+
+
+@dataclass(frozen=True)
+class CirTaggerLists:
+    """The tagger's prompt templates and object names as the reference ships them: plain files
+    (not archives) downloaded by name from the manifest, pinned by their sha256 there."""
+
+    templates: str = "cir_prompt_templates.json"  # the manifest's names (the reference's,
+    objects: str = "cir_objects.txt"  # prefixed: other references ship files of those names)
+    root: str = "downloads"  # never extracted: the download rule puts them in place
+    mirror_key: str = "cir_lists"
+
+    @property
+    def archives(self) -> tuple[str, ...]:
+        return (self.templates, self.objects)
+
+
+CIR_TAGGER_LISTS = CirTaggerLists()
+CIR_DEMO_LISTS = ("demo/cir/prompt_templates.json", "demo/cir/objects.txt")
+
+CIR_DATASETS: dict[str, CirDataset] = {
+    "rayan": CirDataset(
+        {
+            "train": ("dataset/data.csv", "dataset/images"),
+            "test": ("sample_evaluation/data.csv", "sample_evaluation/images"),
+        },
+        root=None,
+        mirror="cir",
+    ),
+    "demo": CirDataset(
+        {
+            "train": ("train/data.csv", "train/images"),
+            "test": ("test/data.csv", "test/images"),
+        },
+        root="demo/cir",
+    ),
+}
+
+
+def cir_dataset(name: str) -> CirDataset:
+    """Look up a compositional retrieval data set, with an error that lists the known ones."""
+    try:
+        return CIR_DATASETS[name]
+    except KeyError:
+        raise CrossmodalError(
+            f"unknown compositional retrieval data set {name!r}; known: {sorted(CIR_DATASETS)} "
+            "(cir.datasets)"
+        ) from None
+
+
+def cir_files(name: str, split: str, mirrors: Mapping[str, str | None]) -> dict[str, str]:
+    """The ``prepare-cir`` settings of one split: its CSV and image folder, as paths the pipeline
+    opens. A data set only the user can provide raises an error naming the key to set."""
+    ds = cir_dataset(name)
+    if split not in ds.splits:
+        raise CrossmodalError(
+            f"compositional retrieval data set {name!r} has no split {split!r}; "
+            f"it has {sorted(ds.splits)}"
+        )
+    csv, images = ds.splits[split]
+    if ds.root is not None:
+        root = f"{RESOURCES}/{ds.root}"
+    else:
+        root = mirrors.get(ds.mirror)
+        if not root:
+            raise CrossmodalError(
+                f"compositional retrieval data set {name!r}: the challenge's files have no "
+                f"public download; set data.mirrors.{ds.mirror} to the folder that holds "
+                f"{csv} and {images}/"
+            )
+    return {"csv": f"{root}/{csv}", "image_dir": f"{root}/{images}"}
