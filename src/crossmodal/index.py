@@ -24,6 +24,7 @@ from crossmodal.io import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "ivf", "hnsw")
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 
 @dataclass(frozen=True)
@@ -41,23 +42,29 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def build_index(vectors: np.ndarray, ids: np.ndarray, params: IndexParams) -> faiss.Index:
-    """An ID-mapped inner-product index over ``vectors`` (float32, normalised)."""
+def build_index(
+    vectors: np.ndarray, ids: np.ndarray, params: IndexParams, metric: str = "ip"
+) -> faiss.Index:
+    """An ID-mapped index over ``vectors`` (float32): inner product (callers normalise: cosine)
+    or, with ``metric="l2"``, Euclidean distance (nearest first)."""
     if params.kind not in KINDS:
         raise CrossmodalError(f"index kind {params.kind!r} unknown; choose one of {KINDS}")
+    if metric not in METRICS:
+        raise CrossmodalError(f"index metric {metric!r} unknown; choose one of {list(METRICS)}")
+    faiss_metric = METRICS[metric]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     if params.kind == "flat":
-        base: faiss.Index = faiss.IndexFlatIP(d)
+        base: faiss.Index = faiss.IndexFlat(d, faiss_metric)
     elif params.kind == "ivf":
         nlist = max(1, min(params.nlist, n // 39))
-        quantizer = faiss.IndexFlatIP(d)
-        base = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlat(d, faiss_metric)
+        base = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
         base.cp.seed = params.seed
         base.train(vectors)
         base.nprobe = min(params.nprobe, nlist)
     else:
-        base = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        base = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss_metric)
         base.hnsw.efConstruction = params.ef_construction
         base.hnsw.efSearch = params.ef_search
     index = faiss.IndexIDMap2(base)
