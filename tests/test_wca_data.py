@@ -256,3 +256,46 @@ def test_wiring_choices_per_data_set():
     assert wiring.descriptions_file(published, "cub") == "resources/downloads/wca_cub_cupl.json"
     with pytest.raises(CrossmodalError, match="set wca.describe.llm"):
         wiring.descriptions_file(published, "demo")
+
+
+def _settings(config) -> dict[tuple[str, str], str]:
+    """Every WCA rule's settings (what Snakemake compares to decide a rerun), by rule and
+    wildcard combination of the demo."""
+
+    class W:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    stages_ = workflow.stages_for(config)
+    found = {
+        ("prepare_classification", ""): stages_["prepare_classification"].settings(
+            W(dataset="demo")
+        ),
+        ("wca_crops", ""): stages_["wca_crops"].settings(
+            W(collection="cls_demo", encoder="tiny", alpha="0.5", n_crops="8")
+        ),
+        ("wca_describe_classes", ""): stages_["wca_describe_classes"].settings(
+            W(dataset="demo", llm="tiny_lm")
+        ),
+    }
+    for method in config["wca"]["methods"]:
+        found[("zeroshot", method)] = stages_["zeroshot"].settings(
+            W(dataset="demo", encoder="tiny", method=method)
+        )
+    return found
+
+
+@pytest.mark.parametrize(
+    "change,touched",
+    [
+        ({"n_runs": 7}, {("zeroshot", "wca")}),
+        ({"text_scale": 1.0}, {("zeroshot", "wca")}),
+        ({"seed": 1}, {("wca_crops", ""), ("zeroshot", "wca"), ("zeroshot", "waffle")}),
+        ({"describe": {"llm": "tiny_lm", "n_per_prompt": 3}}, {("wca_describe_classes", "")}),
+        ({"max_missing_fraction": 0.1}, {("prepare_classification", "")}),
+    ],
+)
+def test_a_setting_reruns_only_the_jobs_that_read_it(change, touched):
+    base = _settings(demo_config())
+    changed = _settings(demo_config(wca=change))
+    assert {k for k in base if base[k] != changed[k]} == touched

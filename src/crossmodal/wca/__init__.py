@@ -11,4 +11,10 @@ docstrings cite its files as ``main.py:LINE`` and ``helper.py:LINE``.
 - :mod:`crossmodal.wca.scoring`: embeddings to class vectors and image vectors, vectorised;
   accuracy per run, mean and population standard deviation over runs.
 - :mod:`crossmodal.wca.stage`: the ``zeroshot`` and ``zeroshot-summary`` stages.
+- :mod:`crossmodal.wca.data`: the classification data sets (registry, official layouts, the
+  reference's class names, prompt files and word list) and ``prepare-classification``.
+- :mod:`crossmodal.wca.describe`: CuPL-style class descriptions from any LLM through the
+  journalled generation layer (``wca-describe-classes``).
+- :mod:`crossmodal.wca.wiring`: how the rules in workflow/rules/zeroshot.smk fill the jobs.
+- :mod:`crossmodal.wca.demo_world`: the demo world's labelled shapes.
 """
