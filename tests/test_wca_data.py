@@ -299,3 +299,10 @@ def test_a_setting_reruns_only_the_jobs_that_read_it(change, touched):
     base = _settings(demo_config())
     changed = _settings(demo_config(wca=change))
     assert {k for k in base if base[k] != changed[k]} == touched
+
+
+def test_names_the_wca_block_points_to_must_exist():
+    with pytest.raises(CrossmodalError, match=r"wca.encoders: \['b32'\] are not entries"):
+        workflow.stages_for(demo_config(wca={"encoders": ["b32"]}))
+    with pytest.raises(CrossmodalError, match="wca.describe.llm: 'gpt' is not an entry"):
+        workflow.stages_for(demo_config(wca={"describe": {"llm": "gpt"}}))

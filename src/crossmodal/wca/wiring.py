@@ -103,10 +103,31 @@ def rows(config: Config) -> list[tuple[str, str]]:
     return [(e, m) for e in w["encoders"] for m in w["methods"]]
 
 
+def check_names(config: Config) -> None:
+    """``wca.encoders`` name entries under ``encoders``, ``wca.describe.llm`` one under
+    ``llms``: an error names the key before any job is built."""
+    c = config["wca"]
+    unknown = [e for e in c["encoders"] if e not in config["encoders"]]
+    if unknown:
+        raise CrossmodalError(
+            f"wca.encoders: {unknown} are not entries under encoders (known: "
+            f"{sorted(config['encoders'])})"
+        )
+    llm = c["describe"]["llm"]
+    if llm and llm not in config["llms"]:
+        raise CrossmodalError(
+            f"wca.describe.llm: {llm!r} is not an entry under llms "
+            f"(known: {sorted(config['llms'])})"
+        )
+    if c["datasets"] and not c["encoders"]:
+        raise CrossmodalError("wca.datasets is set but wca.encoders is empty: name an encoder")
+
+
 def zeroshot_stages(config: Config, stage_cls: type) -> dict[str, Any]:
     """The rules' stages, by rule name (``stage_cls`` is :class:`crossmodal.workflow.Stage`)."""
     from crossmodal.workflow import model_inputs
 
+    check_names(config)
     c, f = config["wca"], config["features"]
 
     def prepare_params(w) -> dict[str, Any]:
