@@ -284,6 +284,20 @@ def available_photos(photos_table: str | Path) -> tuple[dict[str, str], dict[str
     return ok, failed
 
 
+def read_photo(path: str) -> Image.Image:
+    """A photo of the status table, decoded fully, or an error naming it: a photo that was
+    fetched (or found in the mirror) and is unreadable now was changed on disk since."""
+    from crossmodal.images import load_image
+
+    loaded = load_image(path, max_pixels=None)
+    if loaded.error:
+        raise DataFormatError(
+            f"{path}: {loaded.error}; the photo status table lists it as available: delete the "
+            "file and the status table, and fetch the photos again"
+        )
+    return loaded.image
+
+
 def excluded_dialogues(dialogues: pa.Table, failed: dict[str, str]) -> dict[str, str]:
     """dialogue_id -> reason for every dialogue whose photo could not be had."""
     ids = dialogues.column("dialogue_id").to_pylist()

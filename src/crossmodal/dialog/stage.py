@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from crossmodal.dialog.data import available_photos, excluded_dialogues
+from crossmodal.dialog.data import available_photos, excluded_dialogues, read_photo
 from crossmodal.dialog.descriptor import DescriptorSettings, describe_dialogues
 from crossmodal.errors import CrossmodalError, DataFormatError
 from crossmodal.io import atomic_path, read_provenance, write_json, write_table
@@ -118,8 +118,6 @@ def _batched(
 
 def embed(clip, texts: Sequence[str], paths: Sequence[str], batch_size: int):
     """(text embeddings, image embeddings), raw (not normalised), float32."""
-    from crossmodal.cusa.retrieval import read_rgb
-
     device = next(clip.model.parameters()).device
     cuda = device.type == "cuda"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
@@ -132,7 +130,7 @@ def embed(clip, texts: Sequence[str], paths: Sequence[str], batch_size: int):
             list(paths),
             batch_size,
             lambda b: clip.model.encode_image(
-                torch.stack([clip.preprocess(read_rgb(p)) for p in b]).to(device)
+                torch.stack([clip.preprocess(read_photo(p)) for p in b]).to(device)
             ),
         )
     return text, image

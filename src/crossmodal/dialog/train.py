@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from crossmodal.dialog.data import available_photos, excluded_dialogues
+from crossmodal.dialog.data import available_photos, excluded_dialogues, read_photo
 from crossmodal.errors import CrossmodalError, DataFormatError
 from crossmodal.io import atomic_path, write_json
 from crossmodal.training import (
@@ -151,9 +151,7 @@ class PairData(Dataset):
         return len(self.pairs.texts)
 
     def __getitem__(self, i: int):
-        from crossmodal.cusa.retrieval import read_rgb
-
-        pixels = self.preprocess(read_rgb(self.pairs.paths[i]))
+        pixels = self.preprocess(read_photo(self.pairs.paths[i]))
         return pixels, self.tokenizer([self.pairs.texts[i]])[0]
 
 
