@@ -88,6 +88,18 @@ def nondeterminism(rule: str, config: dict[str, Any], file: str) -> str | None:
         served += [n for n in vlms if backend_of("vlms", n) in ("vllm", "openai", "anthropic")]
         if served:
             return f"depends on served or API generation ({', '.join(sorted(set(served)))})"
+    if rule.startswith("dialog_") and rule not in ("dialog_prepare", "dialog_photos"):
+        from crossmodal.encoders.base import resolve_device
+
+        llm = config.get("dialog", {}).get("llm")
+        b = backend_of("llms", llm) if llm else ""
+        if b == "anthropic":
+            return "descriptors from the Anthropic API, which takes no seed"
+        if b in ("vllm", "openai"):
+            return "descriptors from served generation (GPU kernels, dynamic batches)"
+        device = config.get("dialog", {}).get("train", {}).get("device", "auto")
+        if rule != "dialog_describe" and resolve_device(device).type == "cuda":
+            return "on GPUs, bf16 training and kernels are not bit-reproducible"
     if rule in ("build_index",) and config.get("index", {}).get("kind") != "flat":
         return "approximate index construction is multi-threaded"
     if rule in ("cusa_image_teacher", "cusa_text_teacher", "cusa_train", "itr_scores"):
