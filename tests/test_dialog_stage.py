@@ -69,13 +69,16 @@ def _embed_search_eval(tmp_path, world, model=None, metric="ip", name="run"):
 
 
 def test_dead_photo_dialogue_is_excluded_with_a_count_through_to_the_metric(tmp_path):
-    world = make_world(tmp_path / "w", dead=("grey",))
+    world = make_world(tmp_path / "w", dead=("grey",), left_out={"99": "no turn shares the photo"})
     search, metrics = _embed_search_eval(tmp_path, world)
     assert read_json(search.candidate_ids) == sorted(
         ["red", "green", "blue", "yellow", "purple", "cyan", "orange"]
     )
-    assert (metrics["n_evaluated"], metrics["n_excluded"], metrics["n_total"]) == (7, 1, 8)
-    assert metrics["excluded"] == {"7": "photo grey unavailable: HTTP 404"}
+    assert (metrics["n_evaluated"], metrics["n_excluded"], metrics["n_total"]) == (7, 2, 9)
+    assert metrics["excluded"] == {
+        "7": "photo grey unavailable: HTTP 404",
+        "99": "not scored: no turn shares the photo",
+    }
     with search.predictions.open() as fh:
         rows = list(csv.reader(fh))
     assert rows[0][:3] == ["dialogue_id", "rank_1", "rank_2"] and len(rows[0]) == 1 + 7

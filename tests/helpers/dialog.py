@@ -25,8 +25,11 @@ COLOURS = {
 }
 
 
-def make_world(root: Path, dead: tuple[str, ...] = ()) -> dict[str, Path]:
-    """One dialogue per colour, each sharing a photo of that colour; ``dead`` photos failed."""
+def make_world(
+    root: Path, dead: tuple[str, ...] = (), left_out: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """One dialogue per colour, each sharing a photo of that colour; ``dead`` photos failed;
+    ``left_out``: dialogues the preparation left out (recorded in the table's provenance)."""
     root.mkdir(parents=True, exist_ok=True)
     photos, dialogues, descriptors = [], [], []
     for i, (name, rgb) in enumerate(COLOURS.items()):
@@ -74,7 +77,8 @@ def make_world(root: Path, dead: tuple[str, ...] = ()) -> dict[str, Path]:
     }
     from crossmodal.dialog.data import DIALOGUES_SCHEMA
 
-    write_table(out["dialogues"], pa.Table.from_pylist(dialogues, schema=DIALOGUES_SCHEMA), {})
+    table = pa.Table.from_pylist(dialogues, schema=DIALOGUES_SCHEMA)
+    write_table(out["dialogues"], table, {"left_out": left_out or {}})
     write_table(out["photos"], status_table(photos), {})
     write_table(
         out["descriptors"], pa.Table.from_pylist(descriptors, schema=DESCRIPTORS_SCHEMA), {}

@@ -155,6 +155,12 @@ def run_embed(job) -> tuple[int, int]:
     excluded = excluded_dialogues(dialogues, failed)
     desc = pq.read_table(job.descriptors, columns=["dialogue_id", "text"]).to_pylist()
     text_of = {int(r["dialogue_id"]): r["text"] for r in desc}
+    left_out = read_provenance(job.dialogues).get("left_out")
+    if left_out is None:
+        raise DataFormatError(
+            f"{job.dialogues}: no record of the dialogues left out (not written by "
+            "dialog-prepare of this version); delete it and rerun"
+        )
     ids, truth = [], []
     for d, photo in zip(
         dialogues.column("dialogue_id").to_pylist(),
@@ -171,6 +177,7 @@ def run_embed(job) -> tuple[int, int]:
         ids.append(int(d))
         truth.append(photo)
     candidates = sorted(set(dialogues.column("photo_id").to_pylist()) & set(ok))
+    excluded.update({d: f"not scored: {why}" for d, why in left_out.items()})
     clip = _load_model(job)
     text, image = embed(
         clip, [text_of[d] for d in ids], [ok[p] for p in candidates], job.batch_size

@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("infonce", "one_way")
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps 1 / temperature at 100
-OPERATIONAL = ("checkpoints", "checkpoint_every", "workers", "device")
+# Settings that change where or how often state is saved, never the weights (``device`` is not
+# one: bf16 on a GPU and float32 on the CPU train different weights).
+OPERATIONAL = ("checkpoints", "checkpoint_every", "workers")
 
 
 # --- losses --------------------------------------------------------------------------------------
