@@ -9,10 +9,10 @@ CLIP then matches the descriptor's text to photos. Reference: MiuLab/VisualDialo
 * the prompt is ``get_descriptor_prompt`` (utils/prompts.py:3-24): the dialogue between
   ``<start of dialogue>`` / ``</end of dialogue>``, the instruction to describe the photograph
   shared by user 0 as JSON, one ``- key: {...}`` line per key, then ``Answers:``;
-* the CLIP text keeps five keys (utils/data/data_loader.py:62-63), one line
+* the CLIP text keeps five keys (utils/data/data_loader.py:67-68), one line
   ``the {key} of the photo is {value}`` each, lower-cased, speakers anonymised ("user 0",
-  "user 1", "user" -> "a person") and "none" values dropped (data_loader.py:75-83), truncated
-  to CLIP's 77 tokens (``clip.tokenize(..., truncate=True)``, data_loader.py:91).
+  "user 1", "user" -> "a person") and "none" values dropped (data_loader.py:75-82), truncated
+  to CLIP's 77 tokens (``clip.tokenize(..., truncate=True)``, data_loader.py:90).
 
 Departures, and why:
 
@@ -23,8 +23,8 @@ Departures, and why:
    prefill, and the parser needs the whole object.
 3. Parsing is strict (the answer is exactly one JSON object with exactly the five keys, values
    strings, lists of strings or null). The reference patches common mistakes with string
-   replacements (data_processor.py:159-206) and drops what still fails to parse from the data
-   set (data_processor.py:143-151). Here a malformed answer gets one repair request (the
+   replacements (data_processor.py:168-210) and drops what still fails to parse from the data
+   set (data_processor.py:152-163). Here a malformed answer gets one repair request (the
    answer, what is wrong with it, the keys again) through the same generation layer, and what
    the repair cannot fix falls back to the raw dialogue text: counted, listed with the reason,
    never dropped.
