@@ -216,8 +216,9 @@ def test_cir_query_answers_as_the_pipeline_ranks_the_same_query(tmp_path, capsys
     stages.CirTrainTagger(
         sentences=sentences, model=tagger, scores=tmp_path / "tagger.json",
         settings={**c["tagger"]["train"], "epochs": 3, "max_length": c["max_length"]},
-        device="cpu", base_model=base,
+        device="cpu", base_model=base, checkpoint=tmp_path / "ckpt" / "tagger.pt",
     ).run()  # fmt: skip
+    assert list((tmp_path / "ckpt").iterdir()) == []  # a finished run drops its checkpoint
     q, i, e = tmp_path / "q.parquet", tmp_path / "i.parquet", tmp_path / "e.parquet"
     prepare_cir(
         world / "test" / "data.csv", world / "test" / "images", q, i, tmp_path / "m.json",
@@ -262,3 +263,30 @@ def test_cir_query_answers_as_the_pipeline_ranks_the_same_query(tmp_path, capsys
             image=tmp_path / "none.png", text="add a red circle", index=index, tagger=tagger,
             encoder=TINY, compose=c["compose"], k=5, device="cpu", max_length=64,
         ).run()  # fmt: skip
+
+
+def test_config_names_point_somewhere_before_any_job_runs():
+    from crossmodal.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        demo_config(cir={"datasets": ["rayan", "nope"], "encoder": "missing"})
+    message = str(info.value)
+    assert "cir.datasets: 'nope' is not a compositional retrieval data set" in message
+    assert "cir.datasets: 'rayan' needs data.mirrors.cir" in message
+    assert "cir.encoder: 'missing' is not configured under encoders" in message
+    config = demo_config(data={"mirrors": {"cir": "/data/rayan"}}, cir={"datasets": ["rayan"]})
+    assert wiring.summary_targets(config) == ["results/cir/rayan/summary.json"]
+
+
+def test_a_checkpoint_is_named_by_its_runs_settings_and_inputs(tmp_path):
+    from crossmodal.cir.checkpoint import file_sha256, run_checkpoint
+
+    data = tmp_path / "sentences.parquet"
+    data.write_bytes(b"one")
+    first = run_checkpoint(tmp_path / "t.pt", {"lr": 1e-3, "data": file_sha256(data)})
+    assert first == run_checkpoint(tmp_path / "t.pt", {"data": file_sha256(data), "lr": 1e-3})
+    assert first.parent == tmp_path and first.suffix == ".pt" and first.name != "t.pt"
+    assert run_checkpoint(tmp_path / "t.pt", {"lr": 3e-3, "data": file_sha256(data)}) != first
+    data.write_bytes(b"two")
+    assert run_checkpoint(tmp_path / "t.pt", {"lr": 1e-3, "data": file_sha256(data)}) != first
+    assert run_checkpoint(None, {"lr": 1e-3}) is None

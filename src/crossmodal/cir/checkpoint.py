@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,34 @@ def atomic_torch_save(state: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary sibling, renamed into place on success."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def run_checkpoint(path: str | Path | None, identity: dict[str, Any]) -> Path | None:
+    """The checkpoint file of one run: ``path`` with a hash of everything that shapes the run
+    (settings, the digests of its input files) in its name. A checkpoint left by a run with
+    other settings or other data is then never resumed as if it were this run's."""
+    if path is None:
+        return None
+    text = json.dumps(identity, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{digest}{path.suffix}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Digest of a file's bytes (an input's identity in :func:`run_checkpoint`)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def drop_checkpoint(path: Path | None) -> None:
+    """Remove a finished run's checkpoint: its outputs now hold everything it had (a tagger's
+    optimizer state is three times the model)."""
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path | None, device: torch.device) -> dict[str, Any] | None:

@@ -201,6 +201,16 @@ def run_train_projection(job) -> dict[str, Any]:
             return {}
         return evaluate_pairs(model, clip.tokenizer, clip.preprocess, val, compose, device)
 
+    from crossmodal.cir.checkpoint import drop_checkpoint, file_sha256, run_checkpoint
+
+    identity = {
+        "settings": dataclasses.asdict(settings),
+        "compose": dataclasses.asdict(compose),
+        "encoder": job.encoder,
+        "split": [job.train_fraction, job.split_seed],
+        "inputs": [file_sha256(f) for f in (job.queries, job.images, job.edits)],
+    }
+    checkpoint = run_checkpoint(job.checkpoint, identity)
     untrained = score(-1, clip.model)
     history = train_projection(
         clip.model,
@@ -210,7 +220,7 @@ def run_train_projection(job) -> dict[str, Any]:
         settings,
         compose,
         device=device,
-        checkpoint=job.checkpoint,
+        checkpoint=checkpoint,
         on_epoch=score,
     )
     meta = {"encoder": job.encoder, "settings": dataclasses.asdict(settings)}
@@ -226,6 +236,7 @@ def run_train_projection(job) -> dict[str, Any]:
         "compose": dataclasses.asdict(compose),
     }
     write_json(job.log, result)
+    drop_checkpoint(checkpoint)
     return result
 
 

@@ -7,6 +7,7 @@ from the fixed training format), the encoder's config name and the hash of the s
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +76,18 @@ def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     x = np.arange(len(rows))
-    for offset, key, colour in ((-0.2, "top1", "#4c72b0"), (0.2, "r5", "#dd8452")):
-        bars = ax.bar(
-            x + offset, [100 * r[key] for r in rows], 0.4, label=key.upper(), color=colour
-        )
+    for offset, key, label, colour in (
+        (-0.2, "top1", "top-1", "#4c72b0"),
+        (0.2, "r5", "R@5", "#dd8452"),
+    ):
+        bars = ax.bar(x + offset, [100 * r[key] for r in rows], 0.4, label=label, color=colour)
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(x, [r["method"] for r in rows])
     ax.set_ylim(0, 110)
     ax.set_ylabel("% of queries (top-1, R@5)")
     f1 = rows[0]["tagger_f1"] if rows else None
-    ax.set_title(title + ("" if f1 is None else f"\ntagger token F1 {f1:.3f}"), fontsize=9)
+    heading = textwrap.fill(title, 80) + ("" if f1 is None else f"\ntagger token F1 {f1:.3f}")
+    ax.set_title(heading, fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -557,7 +557,16 @@ def run_train_tagger(job) -> dict[str, Any]:
     tagger = init_tagger(base, revision=job.revision, device=device, seed=settings.seed)
     train = read_sentences(job.sentences, TRAIN)
     heldout = read_sentences(job.sentences, HELDOUT)
-    losses = train_tagger(tagger, train, settings, checkpoint=job.checkpoint)
+    from crossmodal.cir.checkpoint import drop_checkpoint, file_sha256, run_checkpoint
+
+    identity = {
+        "settings": dataclasses.asdict(settings),
+        "sentences": file_sha256(job.sentences),
+        "base": file_sha256(job.base_model) if job.base_model is not None else str(base),
+        "revision": job.revision,
+    }
+    checkpoint = run_checkpoint(job.checkpoint, identity)
+    losses = train_tagger(tagger, train, settings, checkpoint=checkpoint)
     scored_on = HELDOUT if heldout else TRAIN
     scores = tagger_scores(tagger, heldout or train, max_length=settings.max_length)
     tagger.save(Path(job.model).parent)
@@ -573,4 +582,5 @@ def run_train_tagger(job) -> dict[str, Any]:
         "revision": job.revision,
     }
     write_json(job.scores, result)
+    drop_checkpoint(checkpoint)
     return result
