@@ -341,6 +341,47 @@ def _cusa_problems(config: Config) -> list[str]:
     return problems
 
 
+def _cir_problems(config: Config) -> list[str]:
+    """Compositional retrieval's names must point somewhere once a data set is asked for; the
+    challenge's own files need the user's folder."""
+    from crossmodal.data.registry import CIR_DATASETS
+
+    c = _block(config, "cir")
+    datasets = c.get("datasets") or []
+    if not isinstance(datasets, list) or not datasets:
+        return []
+    problems = []
+    mirrors = _block(_block(config, "data"), "mirrors")
+    for d in datasets:
+        ds = CIR_DATASETS.get(d)
+        if ds is None:
+            problems.append(
+                f"cir.datasets: {d!r} is not a compositional retrieval data set "
+                f"({sorted(CIR_DATASETS)})"
+            )
+        elif ds.root is None and not mirrors.get(ds.mirror):
+            problems.append(
+                f"cir.datasets: {d!r} needs data.mirrors.{ds.mirror}: the folder holding the "
+                "challenge's files (they have no public download)"
+            )
+    encoders = _block(config, "encoders")
+    encoder = c.get("encoder")
+    if encoder not in encoders:
+        problems.append(
+            f"cir.encoder: {encoder!r} is not configured under encoders "
+            f"({_configured(config, 'encoders')})"
+        )
+    elif encoders[encoder].get("backend") not in ("open_clip", "tiny"):
+        problems.append(f"cir.encoder: {encoder!r} must be an open_clip or tiny encoder")
+    tagger = _block(c, "tagger")
+    if not tagger.get("tiny") and not tagger.get("pretrained"):
+        problems.append(
+            "cir.tagger.pretrained: null, and cir.tagger.tiny is false: name a hub model "
+            "(distilbert-base-uncased) or set tiny: true"
+        )
+    return problems
+
+
 def _loop_problems(config: Config) -> list[str]:
     loops = _block(config, "pica").get("loops")
     n = _block(config, "describe").get("n_descriptions")
@@ -418,6 +459,7 @@ def reference_problems(config: Config) -> list[str]:
         *_method_problems(config),
         *_tiny_problems(config),
         *_cusa_problems(config),
+        *_cir_problems(config),
     ]
     return sorted(problems)
 
