@@ -19,6 +19,9 @@ include: "workflow/rules/describe.smk"
 include: "workflow/rules/vqa.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/itr.smk"
+include: "workflow/rules/dialog.smk"
+include: "workflow/rules/cir.smk"
+include: "workflow/rules/zeroshot.smk"
 
 
 rule all:
@@ -26,4 +29,7 @@ rule all:
         wf.summary_targets(config),
         wf.gallery_targets(config),
         itr.summary_targets(config),
+        dialog.summary_targets(config),
+        cir.summary_targets(config),
+        zeroshot.summary_targets(config),
     default_target: True

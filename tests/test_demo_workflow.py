@@ -84,6 +84,40 @@ def test_demo_trains_cusa_and_every_variant_beats_the_untrained_student(demo_run
 
 
 @pytest.mark.slow
+def test_demo_cir_finetuned_projection_beats_the_untrained_one(demo_run):
+    import json
+
+    summary = json.loads((demo_run / "results/cir/demo/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert list(rows) == ["untrained", "finetuned"]
+    assert all(r["encoder"] == "tiny" and r["n_queries"] == 60 for r in rows.values())
+    assert rows["finetuned"]["top1"] > rows["untrained"]["top1"], rows
+    assert 0.0 < rows["finetuned"]["tagger_f1"] <= 1.0
+    edits = pq.read_table(demo_run / "results/cir/demo/test/edits/tagger.parquet").to_pylist()
+    assert sum(bool(e["add"]) and bool(e["remove"]) for e in edits) > len(edits) // 2
+    assert (demo_run / "results/cir/demo/summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_demo_dialog_finetuned_clip_beats_zero_shot(demo_run):
+    """The tiny LLM's descriptors (noise: each falls back to its dialogue, counted) and a
+    fine-tuned tiny CLIP find the shared photo more often than the untrained CLIP (R@10)."""
+    import json
+
+    summary = json.loads((demo_run / "results/dialog/demo/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert list(rows) == ["zero_shot", "finetuned"]
+    assert rows["finetuned"]["r10"] > rows["zero_shot"]["r10"]
+    assert all(r["n_evaluated"] == 32 and r["n_excluded"] == 0 for r in rows.values())
+    ledger = json.loads(
+        (demo_run / "results/dialog/demo/train/descriptors/tiny_lm.ledger.json").read_text()
+    )
+    assert ledger["ok"] + ledger["repaired"] + ledger["fallback"] == 48
+    assert len(ledger["fallbacks"]) == ledger["fallback"]
+    assert (demo_run / "results/dialog/demo/summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
 def test_second_run_has_nothing_to_do(demo_run):
     proc = run_snakemake(demo_run, "-n")
     assert proc.returncode == 0
@@ -108,3 +142,29 @@ def test_report_includes_the_summary_with_captions(demo_run):
     with zipfile.ZipFile(demo_run / "report.zip") as zf:
         page = zf.read(next(n for n in galleries if n.endswith("recod.html"))).decode()
     assert page.count("<h2>image ") == 4 and "retrieved" in page and "data:image/jpeg" in page
+
+
+@pytest.mark.slow
+def test_demo_scores_wca_and_every_baseline_on_the_shapes(demo_run):
+    import json
+
+    summary = json.loads((demo_run / "results/zeroshot/demo/summary.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert list(rows) == ["clip", "clip-e", "clip-d", "waffle", "cupl", "wca"]
+    for method, row in rows.items():
+        assert row["encoder"] == "tiny" and row["n_images"] == 30, method
+        assert 0 <= row["mean"] <= 100 and row["std"] >= 0
+        assert row["mean"] == pytest.approx(sum(row["runs"]) / len(row["runs"]))
+    assert len(rows["wca"]["runs"]) == 5 and all(
+        len(r["runs"]) == 1 for m, r in rows.items() if m != "wca"
+    )
+    described = json.loads(
+        (demo_run / "results/zeroshot/demo/descriptions/tiny_lm.json").read_text()
+    )
+    assert set(described) == {"circle", "square", "triangle"}
+    ledger = json.loads(
+        (demo_run / "results/zeroshot/demo/descriptions/tiny_lm.ledger.json").read_text()
+    )
+    kept = sum(len(v) for v in described.values())
+    assert kept + ledger["garbage_count"] == ledger["requests"] == 3 * 5 * 2
+    assert (demo_run / "results/zeroshot/demo/summary.png").read_bytes()[:4] == b"\x89PNG"

@@ -32,7 +32,7 @@ def pipeline(work, shards: int):
     images = sorted((work / "resources/demo/coco/val2014").glob("*.jpg"))
     broken = images[1]  # the second validation image: truncated mid-file
     broken.write_bytes(broken.read_bytes()[:200])
-    run(work)
+    run(work, "results/demo/acc.json")
     return work
 
 

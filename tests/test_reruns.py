@@ -93,6 +93,44 @@ def test_a_cusa_loss_rate_retrains_only_the_variants_that_use_it(finished):
 
 
 @pytest.mark.slow
+def test_a_cir_projection_setting_retrains_only_the_finetuned_side(finished):
+    work, config = finished
+    cir = dict(config["cir"], projection=dict(config["cir"]["projection"], learning_rate=0.02))
+    (work / "cir.yaml").write_text(yaml.safe_dump(dict(config, cir=cir)))
+    out = snakemake(work, work / "cir.yaml", "-n")
+    jobs = scheduled(out)
+    assert jobs == {
+        "cir_train_projection": 1,
+        "cir_embed": 1,
+        "cir_build_index": 1,
+        "cir_eval": 1,
+        "cir_summary": 1,
+        "all": 1,
+    }, jobs
+    rebuilt = set(re.findall(r"output: results/cir/demo/test/(\w+)/tiny\.queries\.parquet", out))
+    assert rebuilt == {"finetuned"}, rebuilt
+
+
+@pytest.mark.slow
+def test_a_dialog_training_setting_retrains_only_the_finetuned_branch(finished):
+    work, config = finished
+    dialog = dict(config["dialog"], train=dict(config["dialog"]["train"], lr=1.0e-4))
+    (work / "dialog.yaml").write_text(yaml.safe_dump(dict(config, dialog=dialog)))
+    out = snakemake(work, work / "dialog.yaml", "-n")
+    jobs = scheduled(out)
+    assert jobs == {
+        "dialog_train": 1,
+        "dialog_embed": 1,
+        "dialog_search": 1,
+        "dialog_eval": 1,
+        "dialog_summary": 1,
+        "all": 1,
+    }, jobs
+    rescored = set(re.findall(r"output: results/dialog/demo/(\w+)/tiny_lm/tiny/metrics\.json", out))
+    assert rescored == {"finetuned"}, rescored
+
+
+@pytest.mark.slow
 def test_encoder_change_reruns_features_and_everything_downstream(finished):
     work, config = finished
     changed = dict(config, encoders={"tiny": {"backend": "tiny", "seed": 1}})

@@ -43,11 +43,26 @@ WILDCARDS = Wildcards(
     teacher="tiny_tokens",
     variant="cusa",
     run="cusa",
+    tagger="tiny_tagger",
+    parser="tagger",
 )
 # Wildcards whose value depends on the rule (a text teacher, a sentence-transformers folder).
 RULE_WILDCARDS = {
     "cusa_text_teacher": {"teacher": "tiny_st"},
     "make_tiny_st": {"name": "tiny_st"},
+    "wca_crops": {"collection": "cls_demo", "alpha": "0.5", "n_crops": "8"},
+    "zeroshot": {"method": "wca"},
+    "make_tiny_tagger": {"name": "tiny_tagger"},
+    "prepare_cir": {"split": "test"},
+    "cir_parse": {"split": "test"},
+    "cir_embed": {"split": "test", "method": "finetuned"},
+    "cir_build_index": {"split": "test", "method": "finetuned"},
+    "cir_eval": {"split": "test", "method": "untrained"},
+    "dialog_prepare": {"split": "test"},
+    "dialog_describe": {"split": "train"},
+    "dialog_embed": {"method": "finetuned"},
+    "dialog_search": {"method": "zero_shot"},
+    "dialog_eval": {"method": "finetuned"},
 }
 
 

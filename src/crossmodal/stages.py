@@ -394,6 +394,46 @@ class ZeroshotSummary(Job):
     plot: Path = writes("mean top-1 per method and encoder, std as error bars (png)")
 
 
+@job("prepare-classification", "crossmodal.wca.data:run_prepare_classification")
+class PrepareClassification(Job):
+    """An image-classification data set -> images.parquet, labels.parquet, class names, words."""
+
+    sources: list[Path] = reads("files and markers proving the sources are in place")
+    images: Path = writes("image_id, path, width, height")
+    labels: Path = writes("image_id, label (index into classes.json)")
+    classes: Path = writes("JSON list of class names, in label order")
+    descriptor_classes: Path = writes("class names CLIP-D's descriptor file is keyed by")
+    words: Path = writes("Waffle's word list as a JSON list")
+    templates: Path = writes("CLIP-E's templates (checked copy of the source)")
+    descriptors: Path = writes("CLIP-D's descriptors (checked copy of the source)")
+    report: Path = writes("images per class; files the split lists that are missing")
+    layout: str = setting("imagefolder, imagenetv2, cub, oxford_pet, dtd, food101 or place365")
+    image_root: Path = setting("folder the layout starts from")
+    class_names: Path = setting("the reference's class names: a JSON list, or its utils.py")
+    word_source: Path = setting("Waffle's words: the reference's word_list.pkl or a JSON list")
+    templates_source: Path = setting("CLIP-E templates: JSON list, each with '{}'")
+    descriptors_source: Path = setting("CLIP-D descriptors: JSON {class name: [descriptors]}")
+    class_names_key: str | None = setting("utils.py: the list's variable name", optional=True)
+    descriptor_names_key: str | None = setting(
+        "utils.py: the variable of CLIP-D's class names (ImageNet)", optional=True
+    )
+    max_missing_fraction: float = setting("listed images missing on disk tolerated")
+
+
+@job("wca-describe-classes", "crossmodal.wca.describe:run_describe_classes")
+class WcaDescribeClasses(Job):
+    """CuPL-style descriptions of every class from an LLM, every request journalled."""
+
+    classes: Path = reads("JSON list of class names")
+    descriptions: Path = writes("CuPL's format: {class name: [descriptions]}")
+    ledger: Path = writes("tokens, cost, requests sent and answered; garbage answers listed")
+    llm: dict[str, Any] = setting("the LLM's config entry")
+    settings: dict[str, Any] = setting("prompts, n_per_prompt, sampling, min_words, seed")
+    journal: Path = setting("journal folder (outside the outputs: survives a crash)")
+    chunk: int = setting("requests sent (and journalled) per chunk")
+    model: Path | None = reads("a locally built model's config.json", optional=True)
+
+
 # --- CUSA teacher features ----------------------------------------------------------------------
 
 
@@ -448,6 +488,7 @@ class CirTaggerData(Job):
     objects: Path = reads("objects.txt of the reference (one name a line)")
     sentences: Path = writes("words, labels, template, draw, split (train / heldout)")
     settings: dict[str, Any] = setting("draws_per_template, seed, sort_objects, ... (cir.tagger)")
+    sources: list[Path] | None = reads("markers: the lists are in place (demo)", optional=True)
 
 
 @job("make-tiny-tagger", "crossmodal.cir.stage:run_make_tiny_tagger")
@@ -532,3 +573,179 @@ class CirEval(Job):
     metrics: Path = writes("top1, r5, n_queries, n_database")
     rankings: Path = writes("query_id, ranked_ids, scores")
     ks: list[int] = setting("the k of each R@k (1 is top-1)")
+
+
+@job("prepare-cir", "crossmodal.cir.data:run_prepare_cir")
+class PrepareCir(Job):
+    """Challenge CSV (query_image, query_text, target_image) + image folder -> Parquet."""
+
+    sources: list[Path] = reads("markers proving the files are in place (the demo world)")
+    csv: Path = setting("the split's CSV: query_image, query_text, target_image")
+    image_dir: Path = setting("the folder of the images the CSV names")
+    max_missing_fraction: float = setting("share of rows whose missing images may be dropped")
+    queries: Path = writes("query_id, query_image_id, query_text, target_image_id")
+    images: Path = writes("image_id, path, width, height (every image of the folder)")
+    missing: Path = writes("images the CSV names that are absent or unreadable, rows each")
+
+
+@job("cir-summary", "crossmodal.cir.summary:run_cir_summary")
+class CirSummary(Job):
+    """Untrained and fine-tuned top-1 / R@5 of one data set, with the tagger's F1, and a plot."""
+
+    metrics: list[Path] = reads("cir-eval outputs, in the order of --methods")
+    methods: list[str] = setting("the method of each metrics file (untrained, finetuned)")
+    tagger_scores: Path | None = reads("the tagger's scores (no tagger: none)", optional=True)
+    encoder: str = setting("the encoder's config name")
+    config_hash: str = setting("hash of the settings behind the numbers")
+    title: str = setting("plot title")
+    summary: Path = writes("summary.json: rows of method, top1, r5, tagger_f1, ...")
+    plot: Path = writes("top-1 and R@5 per method (png)")
+
+
+@job("cir-query", "crossmodal.cir.stage:run_query")
+class CirQuery(Job):
+    """Answer one query (an image + a modification text) from a built database index."""
+
+    image: Path = reads("the reference image")
+    text: str = setting("the modification text, e.g. 'remove the cat and add a dog'")
+    index: Path = reads("FAISS index of the database embeddings (cir-embed + build-index)")
+    tagger: Path = reads("config.json of the trained tagger")
+    encoder: dict[str, Any] = setting("the encoder entry the index was built with")
+    compose: dict[str, Any] = setting("add_weight, remove_weight, normalise")
+    k: int = setting("how many image ids to print")
+    device: str = setting("auto, cpu, cuda, cuda:N")
+    max_length: int = setting("longest query in tagger sub-tokens")
+    projection: Path | None = reads("the fine-tuned projection the index used", optional=True)
+    images: Path | None = reads("images.parquet: print each id's path too", optional=True)
+    out: Path | None = setting("also write the answer as JSON here", optional=True)
+
+
+# --- dialogue-to-photo retrieval ----------------------------------------------------------------
+
+
+@job("dialog-prepare", "crossmodal.dialog.data:run_prepare_dialogs")
+class DialogPrepare(Job):
+    """PhotoChat JSON shards of one split -> dialogues.parquet (turns before the photo)."""
+
+    shards: list[Path] = reads("the split's JSON shards, e.g. test_00.json test_01.json")
+    split: str = setting("train, dev or test")
+    dialogues: Path = writes("split, dialogue_id, turns, photo_description, photo_url, photo_id")
+
+
+@job("dialog-photos", "crossmodal.dialog.data:run_dialog_photos")
+class DialogPhotos(Job):
+    """Every photo of the dialogues: fetched with retries or read from a mirror; status table."""
+
+    dialogues: list[Path] = reads("dialogues tables whose photos are needed")
+    photos: Path = writes("photo_id, url, status (ok/cached/mirror/failed), path, attempts, error")
+    folder: Path = setting("where fetched photos are kept (outside the outputs: kept on reruns)")
+    fetch: dict[str, Any] = setting("retries, timeout, backoff, workers, max_bytes")
+    mirror: str | None = setting("data.mirrors.photochat: {photo_id}.jpg files", optional=True)
+    sources: list[Path] | None = reads("markers proving a mirror is in place (demo)", optional=True)
+
+
+@job("dialog-describe", "crossmodal.dialog.stage:run_describe")
+class DialogDescribe(Job):
+    """LLM visual descriptors of every dialogue, journalled; parse, one repair, fallback."""
+
+    dialogues: Path = reads("dialogues.parquet of one split")
+    descriptors: Path = writes("dialogue_id, status, values (JSON), text, answer, problem")
+    ledger: Path = writes("tokens, cost, requests sent / from the journal, ok/repaired/fallback")
+    llm: dict[str, Any] = setting("the llms entry (any generation backend)")
+    settings: dict[str, Any] = setting("max_tokens, temperature, seed (dialog.descriptor)")
+    journal: Path = setting("journal folder (outside the outputs)")
+    chunk: int = setting("requests journalled at a time")
+    model: Path | None = reads("a locally built model's config.json", optional=True)
+
+
+@job("dialog-train", "crossmodal.dialog.train:run_dialog_train")
+class DialogTrain(Job):
+    """Fine-tune CLIP on (descriptor text, photo) pairs under torchrun; checkpoints, resume."""
+
+    dialogues: Path = reads("dialogues.parquet of the training split")
+    descriptors: Path = reads("descriptors of the training split")
+    photos: Path = reads("photo status table (photos that could not be had are excluded)")
+    model: Path = writes("the fine-tuned weights and the encoder entry")
+    history: Path = writes("per-epoch losses and temperature, pairs used and excluded")
+    student: dict[str, Any] = setting("the encoder entry to fine-tune (open_clip or tiny)")
+    loss: str = setting("infonce (symmetric, learnable temperature) or one_way (fixed tau)")
+    tau: float = setting("one_way: the fixed temperature")
+    epochs: int = setting("epochs")
+    batch_size: int = setting("pairs per batch per process")
+    lr: float = setting("AdamW learning rate")
+    weight_decay: float = setting("AdamW weight decay")
+    seed: int = setting("seed (+ rank per process)")
+    device: str = setting("auto, cpu, cuda")
+    workers: int = setting("data loader workers")
+    checkpoints: Path = setting("checkpoint folder (outside the outputs)")
+    checkpoint_every: int = setting("steps between mid-epoch checkpoints (0: epoch ends only)")
+
+
+@job("dialog-embed", "crossmodal.dialog.stage:run_embed")
+class DialogEmbed(Job):
+    """Descriptor and candidate photo embeddings (raw) of the test split, zero-shot or tuned."""
+
+    dialogues: Path = reads("dialogues.parquet of the test split")
+    descriptors: Path = reads("descriptors of the test split")
+    photos: Path = reads("photo status table")
+    queries: Path = writes("dialogue_id, photo_id, embedding (raw) of every usable dialogue")
+    candidates: Path = writes("photo_id, embedding (raw) of every available candidate photo")
+    encoder: dict[str, Any] = setting("the encoder entry (open_clip or tiny)")
+    batch_size: int = setting("items per encoder batch")
+    device: str = setting("auto, cpu, cuda")
+    model: Path | None = reads("fine-tuned weights; without them: zero-shot", optional=True)
+
+
+@job("dialog-search", "crossmodal.dialog.stage:run_search")
+class DialogSearch(Job):
+    """FAISS index of the candidates, the full score matrix and predictions.csv (top k)."""
+
+    queries: Path = reads("query embeddings")
+    candidates: Path = reads("candidate photo embeddings")
+    index: Path = writes("FAISS index of the candidates")
+    scores: Path = writes("queries x candidates scores (.npy; higher is better)")
+    candidate_ids: Path = writes("photo id of each score column (JSON)")
+    truth: Path = writes("photo id of each score row's dialogue (JSON)")
+    excluded: Path = writes("dialogue_id -> reason for dialogues left out (JSON)")
+    predictions: Path = writes("dialogue_id, rank_1 .. rank_k photo ids (CSV)")
+    metric: str = setting("ip (inner product on normalised embeddings) or l2 (on raw ones)")
+    top: int = setting("ranked photo ids per dialogue in predictions.csv")
+
+
+@job("dialog-eval", "crossmodal.dialog.metrics:run_dialog_eval")
+class DialogEval(Job):
+    """R@1/5/10 and hit@30 from a score matrix; the denominator names the excluded dialogues."""
+
+    scores: Path = reads("queries x candidates scores (.npy; higher is better)")
+    candidate_ids: Path = reads("photo id of each column (JSON list)")
+    truth: Path = reads("photo id of each row's dialogue (JSON list)")
+    excluded: Path = reads("dialogue_id -> reason for dialogues left out (JSON object)")
+    out: Path = writes("metrics JSON")
+    ks: list[int] = setting("the k of each R@k")
+    hit_k: int = setting("k of hit@k")
+
+
+@job("dialog-summary", "crossmodal.dialog.summary:run_dialog_summary")
+class DialogSummary(Job):
+    """zero_shot and finetuned dialogue retrieval metrics of one data set: table and plot."""
+
+    metrics: list[Path] = reads("dialog-eval outputs, in the order of --methods")
+    methods: list[str] = setting("the method of each metrics file (zero_shot, finetuned)")
+    encoder: str = setting("the encoder's config name")
+    llm: str = setting("the descriptor LLM's config name")
+    config_hash: str = setting("hash of the settings behind these numbers")
+    title: str = setting("plot title")
+    summary: Path = writes("summary.json")
+    plot: Path = writes("R@1/5/10 and hit@30 per method (png)")
+
+
+@job("make-dialog-demo", "crossmodal.dialog.demo:run_make_dialog_demo")
+class MakeDialogDemo(Job):
+    """The demo world's dialogues (PhotoChat layout) that lead up to sharing a generated photo."""
+
+    train: Path = writes("train shard (PhotoChat JSON layout)")
+    test: Path = writes("test shard")
+    photos: Path = writes("marker in the photo folder ({photo_id}.png files beside it)")
+    seed: int = setting("seed of the world")
+    n_train: int = setting("training dialogues")
+    n_test: int = setting("test dialogues (their photos are the candidates)")

@@ -30,8 +30,21 @@ Params = Callable[[Any], dict[str, Any]]
 
 
 def _archive_owners():
-    """(archive file name, the collection or dataset it belongs to) for every archive."""
-    for owner in (*COLLECTIONS.values(), *DATASETS.values(), *ITR_DATASETS.values()):
+    """(archive file name, the collection, data set or file group it belongs to) for every
+    download of every method."""
+    from crossmodal.data.registry import CIR_TAGGER_LISTS
+    from crossmodal.dialog.wiring import download_owners as dialog_owners
+    from crossmodal.wca.data import download_owners as zeroshot_owners
+
+    owners = (
+        *COLLECTIONS.values(),
+        *DATASETS.values(),
+        *ITR_DATASETS.values(),
+        *zeroshot_owners(),
+        CIR_TAGGER_LISTS,
+        *dialog_owners(),
+    )
+    for owner in owners:
         for name in owner.archives:
             yield name, owner
 
@@ -263,9 +276,18 @@ class Stage:
 
 def stages_for(config: Config) -> dict[str, Stage]:
     """Every rule's stage for this config, by rule name."""
+    from crossmodal.cir.wiring import cir_stages
     from crossmodal.cusa.wiring import itr_stages
+    from crossmodal.dialog.wiring import dialog_stages
+    from crossmodal.wca.wiring import zeroshot_stages
 
-    return {**_spine_stages(config), **itr_stages(config, Stage)}
+    return {
+        **_spine_stages(config),
+        **itr_stages(config, Stage),
+        **dialog_stages(config, Stage),
+        **zeroshot_stages(config, Stage),
+        **cir_stages(config, Stage),
+    }
 
 
 def _spine_stages(config: Config) -> dict[str, Stage]:

@@ -230,6 +230,12 @@ def make_demo_world(
         counts[f"{split}_questions"] = len(questions)
         coco[split] = (images, annotations)
     _write_itr_splits(root / "itr", coco, seed)
+    from crossmodal.wca.demo_world import write_classification  # own generator: rest unchanged
+
+    write_classification(root / "cls", seed)
+    from crossmodal.cir.demo_world import write_cir_edits  # its own generator: the rest unchanged
+
+    write_cir_edits(root / "cir", seed)
     return counts
 
 

@@ -40,6 +40,16 @@ class Dataset:
     mirror_key: str = ""
 
 
+@dataclass(frozen=True)
+class DownloadOwner:
+    """Files downloaded as one group that is neither a collection nor a data set (reference
+    files, JSON shards): what the workflow needs to wire their download, extraction and mirror."""
+
+    archives: tuple[str, ...]
+    root: str  # resources-relative folder they extract (or land) into
+    mirror_key: str  # the data.mirrors key that can replace their URLs
+
+
 COLLECTIONS: dict[str, Collection] = {
     "coco_train2014": Collection(
         "coco",

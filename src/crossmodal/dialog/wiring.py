@@ -11,10 +11,10 @@ fine-tuned -> FAISS search and predictions.csv -> dialog-eval -> one summary.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from crossmodal import paths, stages
+from crossmodal.data.registry import DownloadOwner
 from crossmodal.dialog.data import SHARDS, shard_names
 from crossmodal.errors import CrossmodalError
 
@@ -59,19 +59,9 @@ def photochat_archives() -> list[str]:
     return [manifest_name(s) for split in SHARDS for s in shard_names(split)]
 
 
-@dataclass(frozen=True)
-class _Owner:
-    """What ``crossmodal.workflow`` needs of a download's owner: its files, where they would
-    extract to (JSON shards are read where they land) and their ``data.mirrors`` key."""
-
-    archives: tuple[str, ...]
-    root: str
-    mirror_key: str
-
-
-def download_owners() -> list[_Owner]:
+def download_owners() -> list[DownloadOwner]:
     """PhotoChat's JSON shards (mirror key ``photochat_json``; never extracted)."""
-    return [_Owner(tuple(photochat_archives()), "photochat", "photochat_json")]
+    return [DownloadOwner(tuple(photochat_archives()), "photochat", "photochat_json")]
 
 
 def config_hash(config: Config, ds: str) -> str:

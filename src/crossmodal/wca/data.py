@@ -43,6 +43,7 @@ import pyarrow as pa
 from PIL import Image
 
 from crossmodal.data.prepare import IMAGES_SCHEMA
+from crossmodal.data.registry import DownloadOwner
 from crossmodal.errors import CrossmodalError, DataFormatError
 from crossmodal.io import read_json, write_json, write_table
 
@@ -179,21 +180,11 @@ def resource_files() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-@dataclass(frozen=True)
-class _Owner:
-    """What ``crossmodal.workflow`` needs of a download's owner: its archives, where they
-    extract to, and the ``data.mirrors`` key that can replace their URLs."""
-
-    archives: tuple[str, ...]
-    root: str
-    mirror_key: str
-
-
 def download_owners() -> list[Any]:
     """Every downloadable file of zero-shot classification: the image archives (by data set)
     and the reference's files (mirror key ``wca``, never extracted)."""
     owners: list[Any] = [ds for ds in CLS_DATASETS.values() if ds.archives]
-    owners.append(_Owner(resource_files(), "wca", "wca"))
+    owners.append(DownloadOwner(resource_files(), "wca", "wca"))
     return owners
 
 
