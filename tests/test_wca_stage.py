@@ -109,10 +109,12 @@ def test_every_method_end_to_end_and_the_summary(world, tmp_path):
 
     summary, plot = tmp_path / "summary.json", tmp_path / "summary.png"
     argv = ["zeroshot-summary", "--results", *map(str, results), "--title", "shapes"]
+    argv += ["--config-hash", "0123456789abcdef"]
     assert main([*argv, "--summary", str(summary), "--plot", str(plot)]) == 0
     rows = json.loads(summary.read_text())["rows"]
     assert [r["method"] for r in rows] == list(METHOD_OPTIONS)
-    assert set(rows[0]) == {"method", "encoder", "mean", "std", "runs", "n_images", "n_left_out"}
+    keys = {"method", "encoder", "mean", "std", "runs", "n_images", "n_left_out", "config_hash"}
+    assert set(rows[0]) == keys and rows[0]["config_hash"] == "0123456789abcdef"
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

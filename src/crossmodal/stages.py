@@ -389,6 +389,7 @@ class ZeroshotSummary(Job):
     """Every zero-shot result of one data set in one table and one bar plot with error bars."""
 
     results: list[Path] = reads("zeroshot result files, in the order of the rows")
+    config_hash: str = setting("hash of the settings behind these numbers")
     title: str = setting("plot title")
     summary: Path = writes("summary.json")
     plot: Path = writes("mean top-1 per method and encoder, std as error bars (png)")

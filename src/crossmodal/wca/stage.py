@@ -195,15 +195,22 @@ def run_zeroshot(job) -> dict[str, Any]:
 ROW_KEYS = ("method", "encoder", "mean", "std", "runs", "n_images", "n_left_out")
 
 
-def summarize(results: list[str | Path], out_json: str | Path, out_png: str | Path, title: str):
-    """Every result in one table (rows in the given order) and one bar plot with error bars."""
+def summarize(
+    results: list[str | Path],
+    out_json: str | Path,
+    out_png: str | Path,
+    title: str,
+    config_hash: str,
+):
+    """Every result in one table (rows in the given order, each with the hash of the settings
+    behind it) and one bar plot with error bars."""
     rows = []
     for path in results:
         record = read_json(path)
         missing = [k for k in ROW_KEYS if k not in record]
         if missing:
             raise DataFormatError(f"{path}: not a zeroshot result (no {missing})")
-        rows.append({k: record[k] for k in ROW_KEYS})
+        rows.append({k: record[k] for k in ROW_KEYS} | {"config_hash": config_hash})
     write_json(out_json, {"title": title, "metric": METRIC, "rows": rows})
     _plot(rows, out_png, title)
     return rows
@@ -211,7 +218,7 @@ def summarize(results: list[str | Path], out_json: str | Path, out_png: str | Pa
 
 def run_zeroshot_summary(job) -> list[dict[str, Any]]:
     """The ``zeroshot-summary`` stage (a :class:`crossmodal.stages.ZeroshotSummary` job)."""
-    return summarize(job.results, job.summary, job.plot, job.title)
+    return summarize(job.results, job.summary, job.plot, job.title, job.config_hash)
 
 
 def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:

@@ -103,6 +103,24 @@ def rows(config: Config) -> list[tuple[str, str]]:
     return [(e, m) for e in w["encoders"] for m in w["methods"]]
 
 
+def config_hash(config: Config, ds: str) -> str:
+    """Hash of everything that shapes a data set's zero-shot numbers."""
+    import hashlib
+
+    from crossmodal.workflow import json_arg
+
+    c = config["wca"]
+    llm = c["describe"]["llm"]
+    relevant = {
+        "dataset": ds,
+        "wca": {k: v for k, v in c.items() if k != "datasets"},
+        "encoders": {e: config["encoders"][e] for e in c["encoders"]},
+        "llm": config["llms"][llm] if llm else None,
+        "demo": config["demo"] if cls_dataset(ds).demo else None,
+    }
+    return hashlib.sha256(json_arg(relevant).encode()).hexdigest()[:16]
+
+
 def check_names(config: Config) -> None:
     """``wca.encoders`` name entries under ``encoders``, ``wca.describe.llm`` one under
     ``llms``: an error names the key before any job is built."""
@@ -240,6 +258,7 @@ def zeroshot_stages(config: Config, stage_cls: type) -> dict[str, Any]:
             stages.ZeroshotSummary,
             {"summary": paths.ZEROSHOT_SUMMARY_JSON, "plot": paths.ZEROSHOT_SUMMARY_PNG},
             lambda w: {
+                "config_hash": config_hash(config, w.dataset),
                 "title": (
                     f"{w.dataset}: tiny random-weight CLIP on the demo world's shapes (smoke "
                     "run; numbers show the plumbing, not the methods)"
