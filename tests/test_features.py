@@ -251,8 +251,8 @@ def _clip_tokenizer_files(folder):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges))
 
 
-def test_hf_backend_loads_a_local_folder(tmp_path):
-    """The real transformers path: CLIPModel + tokenizer + image processor from a folder."""
+def _tiny_hf_clip(tmp_path):
+    """A random-weight transformers CLIP folder: model, tokenizer, image processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -282,6 +282,13 @@ def test_hf_backend_loads_a_local_folder(tmp_path):
     CLIPImageProcessor(
         size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}
     ).save_pretrained(tmp_path)
+
+
+def test_hf_backend_loads_a_local_folder(tmp_path):
+    """The real transformers path: CLIPModel + tokenizer + image processor from a folder."""
+    from transformers import CLIPImageProcessor
+
+    _tiny_hf_clip(tmp_path)
     enc = build_encoder({"backend": "hf", "model": str(tmp_path)}, device="cpu")
     assert enc.dim == 24 and enc.image_size == 64
     img = tmp_path / "x.jpg"
@@ -416,3 +423,41 @@ def test_16_bit_image_encodes_like_its_8_bit_original(tiny, tmp_path):
     _, emb = read_embeddings(tmp_path / "f.parquet")
     np.testing.assert_array_equal(emb[0], emb[1])
     assert report.converted_modes == {"I;16": 1, "L": 1}
+
+
+def test_a_transformers_clip_fine_tunes_with_the_encoders_embeddings(tmp_path):
+    """load_trainable_clip on an hf entry: the same embeddings as the encoder (fixed-length
+    ids with the mask up to the first end-of-text token), and a training step reaches it."""
+    from crossmodal.cusa.losses import REFERENCE_SETTINGS
+    from crossmodal.cusa.model import CusaStudent
+    from crossmodal.encoders.registry import load_trainable_clip
+
+    _tiny_hf_clip(tmp_path)
+    spec = {"backend": "hf", "model": str(tmp_path)}
+    enc = build_encoder(spec, device="cpu")
+    clip = load_trainable_clip(spec, device="cpu")
+    texts = ["a red image", "a blue image of a much longer caption than the first"]
+    with torch.no_grad():
+        ours = clip.model.eval().encode_text(clip.tokenizer(texts))
+    ours = (ours / ours.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(ours, enc.encode_texts(texts), atol=1e-5)
+    img = tmp_path / "x.jpg"
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(img)
+    pixels = torch.stack([clip.preprocess(Image.open(img))])
+    with torch.no_grad():
+        image = clip.model.encode_image(pixels)
+    image = (image / image.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(image, enc.encode_images([str(img)]), atol=1e-5)
+
+    student = CusaStudent(clip, REFERENCE_SETTINGS)
+    assert not clip.model.logit_scale.requires_grad  # unused by CUSA: frozen
+    batch = (
+        torch.cat([pixels, pixels.flip(-1)]),
+        clip.tokenizer(texts),
+        torch.randn(2, 8),
+        torch.randn(2, 8),
+        torch.tensor([0, 1]),
+    )
+    student.train()(*batch).total.backward()
+    grad = clip.model.model.text_model.embeddings.token_embedding.weight.grad
+    assert grad is not None and grad.abs().sum() > 0

@@ -321,8 +321,6 @@ def _cusa_problems(config: Config) -> list[str]:
             f"cusa.student: {student!r} is not configured under encoders "
             f"({_configured(config, 'encoders')})"
         )
-    elif encoders[student].get("backend") not in ("open_clip", "tiny"):
-        problems.append(f"cusa.student: {student!r} must be an open_clip or tiny encoder")
     teachers = c.get("teachers") or {}
     for kind in ("image", "text"):
         name = c.get(f"{kind}_teacher")

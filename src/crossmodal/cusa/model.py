@@ -62,7 +62,9 @@ class CusaStudent(nn.Module):
         """
         s = self.settings
         unused: list[nn.Parameter] = [
-            p for n, p in self.clip.named_parameters() if n in ("logit_scale", "logit_bias")
+            p
+            for n, p in self.clip.named_parameters()
+            if n.split(".")[-1] in ("logit_scale", "logit_bias")
         ]
         if not s.contrastive_rate:
             unused.append(self.loss.tau)

@@ -110,15 +110,12 @@ def build_tiny(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
         return _open_clip_encoder(TINY_MODEL, None, spec, device, precision)
 
 
-def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
-    """A transformers CLIP (hub id or local folder) with its own image processor's settings."""
+def _hf_preprocess(spec: dict) -> tuple[Callable, int]:
+    """The folder's image processor as a torchvision transform, and its crop size."""
     from torchvision import transforms as T
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPImageProcessor
 
-    model_id = spec["model"]
-    model = CLIPModel.from_pretrained(model_id, revision=spec["revision"]).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=spec["revision"])
-    proc = CLIPImageProcessor.from_pretrained(model_id, revision=spec["revision"])
+    proc = CLIPImageProcessor.from_pretrained(spec["model"], revision=spec["revision"])
     short = proc.size.get("shortest_edge", proc.size.get("height"))
     crop = proc.crop_size.get("height", short)
     preprocess = T.Compose(
@@ -130,18 +127,80 @@ def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
             T.Normalize(proc.image_mean, proc.image_std),
         ]
     )
+    return preprocess, int(crop)
+
+
+def _features(out: Any) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class HfClipModule(torch.nn.Module):
+    """A transformers ``CLIPModel`` with open_clip's ``encode_image`` / ``encode_text`` and
+    ``logit_scale``, so the training stages fine-tune it like an open_clip model.
+
+    ``encode_text`` takes token ids padded to a fixed length; its attention mask covers each
+    text up to its first end-of-text token (the pad token may be that same token, as in
+    OpenAI's CLIP tokenizer), which is what the tokenizer's own mask gives."""
+
+    def __init__(self, model: torch.nn.Module, eos_token_id: int) -> None:
+        super().__init__()
+        self.model, self.eos_token_id = model, eos_token_id
+
+    @property
+    def logit_scale(self) -> torch.nn.Parameter:
+        return self.model.logit_scale
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        first_eos = (ids == self.eos_token_id).int().argmax(dim=1)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        mask = (positions[None, :] <= first_eos[:, None]).long()
+        return _features(self.model.get_text_features(input_ids=ids, attention_mask=mask))
+
+
+def _load_hf(spec: dict, device: torch.device) -> TrainableClip:
+    from transformers import AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(spec["model"], revision=spec["revision"]).to(device)
+    tok = AutoTokenizer.from_pretrained(spec["model"], revision=spec["revision"])
+    length = model.config.text_config.max_position_embeddings
+    preprocess, crop = _hf_preprocess(spec)
+
+    def tokenizer(texts: list[str]) -> torch.Tensor:
+        return tok(
+            texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
+        )["input_ids"]
+
+    return TrainableClip(
+        model=HfClipModule(model, tok.eos_token_id),
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        embed_dim=int(model.config.projection_dim),
+        image_size=crop,
+        spec=spec,
+    )
+
+
+def build_hf(spec: dict, device: torch.device, precision: str) -> ClipEncoder:
+    """A transformers CLIP (hub id or local folder) with its own image processor's settings."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    model_id = spec["model"]
+    model = CLIPModel.from_pretrained(model_id, revision=spec["revision"]).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=spec["revision"])
+    preprocess, crop = _hf_preprocess(spec)
 
     def image_fn(pixels: torch.Tensor) -> torch.Tensor:
-        out = model.get_image_features(pixel_values=pixels)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
+        return _features(model.get_image_features(pixel_values=pixels))
 
     def text_fn(texts: list[str]) -> torch.Tensor:
         max_len = model.config.text_config.max_position_embeddings
         tok = tokenizer(
             texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
         ).to(device)
-        out = model.get_text_features(**tok)
-        return out if isinstance(out, torch.Tensor) else out.pooler_output
+        return _features(model.get_text_features(**tok))
 
     return ClipEncoder(
         image_fn=image_fn,
@@ -181,18 +240,20 @@ def build_encoder(
 
 
 def load_trainable_clip(spec: dict[str, Any], device: str = "cpu") -> TrainableClip:
-    """The model of an ``open_clip`` or ``tiny`` encoder entry, to fine-tune (CUSA and the
-    other training stages). The same weights :func:`build_encoder` loads for the entry."""
+    """The model of an encoder entry, to fine-tune (CUSA and the other training stages): the
+    same weights :func:`build_encoder` loads for the entry, with ``encode_image``,
+    ``encode_text`` and ``logit_scale`` (a transformers CLIP through :class:`HfClipModule`)."""
     from crossmodal.config import with_backend_defaults
 
     backend = spec.get("backend")
-    if backend not in ("open_clip", "tiny"):
+    if backend not in BACKENDS:
         raise CrossmodalError(
-            f"encoder backend {backend!r} cannot be fine-tuned here: use an open_clip or tiny "
-            "encoder entry as the student"
+            f"encoder backend {backend!r} unknown; choose one of {sorted(BACKENDS)}"
         )
     spec = with_backend_defaults("encoders", spec)
     dev = resolve_device(device)
+    if backend == "hf":
+        return _load_hf(spec, dev)
     if backend == "tiny":
         with _tiny_model_seed(spec):
             return _load_open_clip(TINY_MODEL, None, spec, dev)
