@@ -53,6 +53,7 @@ def finished(tmp_path_factory):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["demo"].update(n_train=24, n_val=6)
     config["describe"]["n_descriptions"] = 3  # base, then two ReCoD loops
+    config["wca"]["datasets"] = []  # zero-shot classification's reruns: tests/test_wca_data.py
     (work / "small.yaml").write_text(yaml.safe_dump(config))
     snakemake(work, work / "small.yaml")
     return work, config
