@@ -179,8 +179,10 @@ def test_killing_snakemake_during_recod_then_rerunning(finished, tmp_path):
     config["describe"]["chunk"] = 2  # journal every two requests: a kill lands mid-stage
     (work / "small.yaml").write_text(yaml.safe_dump(config))
     journal = work / "results/journal/demo/val/tiny_llava/recod/shard0of1.jsonl"
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml"]
-    cmd.append("results/demo/acc.json")  # the VQA spine: the other methods play no part here
+    # the VQA spine only (the other methods play no part here); the target goes before
+    # --configfile, which takes several values
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "results/demo/acc.json"]
+    cmd += ["--configfile", "small.yaml"]
     proc = subprocess.Popen(
         cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
