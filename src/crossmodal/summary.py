@@ -47,6 +47,37 @@ def summarize(
     return records
 
 
+def method_rows(
+    methods: list[str],
+    metrics: list[str | Path],
+    keys: tuple[str, ...],
+    what: str,
+    common: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One summary row per method: ``method``, the ``common`` fields (encoder, config hash)
+    and ``keys`` read from the method's metrics file. A file without them is an error naming
+    it and the command (``what``) that should have written it."""
+    if len(methods) != len(metrics):
+        raise CrossmodalError(f"{len(methods)} methods but {len(metrics)} metrics files")
+    rows = []
+    for method, path in zip(methods, metrics, strict=True):
+        values = read_json(path)
+        missing = [k for k in keys if k not in values]
+        if missing:
+            raise CrossmodalError(f"{path}: no {missing} (not a {what} output?)")
+        rows.append({"method": method, **common} | {k: values[k] for k in keys})
+    return rows
+
+
+def save_figure(fig: Any, out_png: str | Path) -> None:
+    """A plot as PNG, atomically and without a timestamp (equal plots, equal bytes)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
 def run_summarize(job) -> list[dict[str, Any]]:
     """The ``summarize`` stage (a :class:`crossmodal.stages.Summarize` job)."""
     return summarize(job.runs, job.scores, job.summary, job.plot, job.title)
@@ -78,6 +109,4 @@ def _plot(records: list[dict[str, Any]], out_png: str | Path, title: str) -> Non
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)

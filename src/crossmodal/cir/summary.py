@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.errors import CrossmodalError
-from crossmodal.io import atomic_path, read_json, write_json
+from crossmodal.io import read_json, write_json
+from crossmodal.summary import method_rows, save_figure
 
 KEYS = ("top1", "r5")
 
@@ -28,26 +29,17 @@ def cir_summary(
     title: str,
 ) -> list[dict[str, Any]]:
     """Rows ``{method, encoder, config_hash, top1, r5, tagger_f1, n_queries, n_database}``."""
-    if len(methods) != len(metrics):
-        raise CrossmodalError(f"{len(methods)} methods but {len(metrics)} metrics files")
     tagger_f1 = None
     if tagger_scores is not None:
         scores = read_json(tagger_scores)
         if "tagger_f1" not in scores:
             raise CrossmodalError(f"{tagger_scores}: no tagger_f1 (not a cir-train-tagger output?)")
         tagger_f1 = scores["tagger_f1"]
-    rows = []
-    for method, path in zip(methods, metrics, strict=True):
+    common = {"encoder": encoder, "config_hash": config_hash}
+    rows = method_rows(methods, metrics, KEYS, "cir-eval", common)
+    for row, path in zip(rows, metrics, strict=True):
         values = read_json(path)
-        missing = [k for k in KEYS if k not in values]
-        if missing:
-            raise CrossmodalError(f"{path}: no {missing} (not a cir-eval output?)")
-        rows.append(
-            {"method": method, "encoder": encoder, "config_hash": config_hash}
-            | {k: values[k] for k in KEYS}
-            | {"tagger_f1": tagger_f1}
-            | {k: values.get(k) for k in ("n_queries", "n_database")}
-        )
+        row |= {"tagger_f1": tagger_f1} | {k: values.get(k) for k in ("n_queries", "n_database")}
     write_json(out_json, {"title": title, "rows": rows})
     _plot(rows, out_png, title)
     return rows
@@ -91,6 +83,4 @@ def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.cusa.itr_eval import KEYS
-from crossmodal.errors import CrossmodalError
-from crossmodal.io import atomic_path, read_json, write_json
+from crossmodal.io import write_json
+from crossmodal.summary import method_rows, save_figure
 
 
 def itr_summary(
@@ -20,18 +20,8 @@ def itr_summary(
     title: str,
 ) -> list[dict[str, Any]]:
     """Rows ``{method, encoder, config_hash, i2t_r1 .. rsum}`` in the order of ``methods``."""
-    if len(methods) != len(metrics):
-        raise CrossmodalError(f"{len(methods)} methods but {len(metrics)} metrics files")
-    rows = []
-    for method, path in zip(methods, metrics, strict=True):
-        values = read_json(path)
-        missing = [k for k in KEYS if k not in values]
-        if missing:
-            raise CrossmodalError(f"{path}: no {missing} (not an itr-eval output?)")
-        rows.append(
-            {"method": method, "encoder": encoder, "config_hash": config_hash}
-            | {k: values[k] for k in KEYS}
-        )
+    common = {"encoder": encoder, "config_hash": config_hash}
+    rows = method_rows(methods, metrics, KEYS, "itr-eval", common)
     write_json(out_json, {"title": title, "rows": rows})
     _plot(rows, out_png, title)
     return rows
@@ -60,6 +50,4 @@ def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)

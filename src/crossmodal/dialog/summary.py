@@ -10,31 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crossmodal.errors import CrossmodalError
-from crossmodal.io import atomic_path, read_json, write_json
+from crossmodal.io import write_json
+from crossmodal.summary import method_rows, save_figure
 
 KEYS = ("r1", "r5", "r10", "hit30")
 COUNTS = ("n_evaluated", "n_excluded", "n_total", "n_candidates")
 
 
 def dialog_summary(job: Any) -> list[dict[str, Any]]:
-    if len(job.methods) != len(job.metrics):
-        raise CrossmodalError(f"{len(job.methods)} methods but {len(job.metrics)} metrics files")
-    rows = []
-    for method, path in zip(job.methods, job.metrics, strict=True):
-        values = read_json(path)
-        missing = [k for k in (*KEYS, *COUNTS) if k not in values]
-        if missing:
-            raise CrossmodalError(f"{path}: no {missing} (not a dialog-eval output?)")
-        rows.append(
-            {
-                "method": method,
-                "encoder": job.encoder,
-                "llm": job.llm,
-                "config_hash": job.config_hash,
-            }
-            | {k: values[k] for k in (*KEYS, *COUNTS)}
-        )
+    common = {"encoder": job.encoder, "llm": job.llm, "config_hash": job.config_hash}
+    rows = method_rows(job.methods, job.metrics, (*KEYS, *COUNTS), "dialog-eval", common)
     write_json(job.summary, {"title": job.title, "rows": rows})
     _plot(rows, job.plot, job.title)
     return rows
@@ -68,6 +53,4 @@ def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)

@@ -287,12 +287,15 @@ def read_crop_features(crops: str | Path, meta: str | Path) -> tuple[np.ndarray,
     """The cached views (a read-only memmap, ``[n_images, 1 + n_crops, dim]``) and their
     sidecar, checked against each other."""
     info = read_json(meta)
+    missing = [k for k in ("shape", "image_ids") if k not in info]
+    if missing:
+        raise DataFormatError(f"{meta}: no {missing} (not a wca-crops sidecar?): rerun wca-crops")
     array = np.load(crops, mmap_mode="r")
-    expected = tuple(info.get("shape", ()))
+    expected = tuple(info["shape"])
     if array.ndim != 3 or array.shape != expected or len(info["image_ids"]) != array.shape[0]:
         raise DataFormatError(
             f"{crops}: shape {array.shape} does not match its sidecar {meta} (shape "
-            f"{list(expected)}, {len(info.get('image_ids', []))} image ids); the two come from "
+            f"{list(expected)}, {len(info['image_ids'])} image ids); the two come from "
             "different runs: delete both and rerun wca-crops"
         )
     return array, info

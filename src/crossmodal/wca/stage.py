@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from crossmodal import __version__
 from crossmodal.errors import CrossmodalError, DataFormatError
-from crossmodal.io import atomic_path, read_json, write_json
+from crossmodal.io import read_json, write_json
+from crossmodal.summary import save_figure
 from crossmodal.wca import scoring, texts
 from crossmodal.wca.crops import read_crop_features
 
@@ -254,6 +255,4 @@ def _plot(rows: list[dict[str, Any]], out_png: str | Path, title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, title="encoder", title_fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)
